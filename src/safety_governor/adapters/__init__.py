@@ -1,0 +1,1 @@
+"""Adapters: one integration per file, each implementing a port from ``safety_governor.ports``."""

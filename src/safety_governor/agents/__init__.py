@@ -1,0 +1,1 @@
+"""Agent backends: each implements ``ports.AgentBackend``."""

@@ -1,0 +1,58 @@
+"""Exceptions raised by Safety Governor.
+
+    GovernorError
+    ├── InputError            bad user input: a file, a field, an argument (CLI exit code 2)
+    ├── ConfigError           missing or invalid configuration
+    ├── StoreError            the store failed
+    │   └── StoreUnavailable  the store cannot be reached at all
+    ├── AgentBackendError     the agent backend failed or returned nothing usable
+    ├── ToolCallError         an MCP/SRE tool call failed
+    ├── AuditWriteError       the audit trail could not be written: nothing may execute
+    ├── ApprovalChannelError  the approval channel (inbox, Slack) failed
+    └── ExecutionRefused      an executor refused to run an action
+
+Adapters translate vendor exceptions into these (``raise StoreError(...) from exc``), so the
+pipeline fails closed by catching ``GovernorError`` without importing any vendor client.
+"""
+
+from __future__ import annotations
+
+
+class GovernorError(Exception):
+    """Base class of every error the governor raises on purpose."""
+
+
+class InputError(GovernorError):
+    """Bad input from a user: a malformed file, a missing field, a wrong argument."""
+
+
+class ConfigError(GovernorError):
+    """Configuration is missing or invalid."""
+
+
+class StoreError(GovernorError):
+    """A store operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached."""
+
+
+class AgentBackendError(GovernorError):
+    """The agent backend failed or gave nothing usable."""
+
+
+class ToolCallError(GovernorError):
+    """A tool call failed; the message is safe to show to an agent."""
+
+
+class AuditWriteError(GovernorError):
+    """The audit trail could not be written. Nothing may execute after this."""
+
+
+class ApprovalChannelError(GovernorError):
+    """The approval channel failed."""
+
+
+class ExecutionRefused(GovernorError):
+    """An executor refused to run an action (not passed, not approved, or not catalogued)."""

@@ -1,0 +1,322 @@
+"""Pydantic models: the single source of truth for every contract in the pipeline.
+
+The JSON Schemas in ``contracts/`` are generated from these classes
+(``python -m safety_governor contracts``) and a test keeps them equal.
+
+Two kinds of model live here:
+
+* what an agent (an LLM, or the offline agent) returns: ``PlanOutput`` and ``StressReport``.
+  They are untrusted: the pipeline validates them and Python re-derives every number the gate reads.
+* what Python derives: ``StressOutput`` (grounded evidence), ``CompressOutput``, ``GateOutput``,
+  ``RunRecord``. These are written to the audit trail.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Severity = Literal["low", "medium", "high", "critical"]
+Stance = Literal["support", "contradict", "neutral"]
+Decision = Literal["execute", "block_and_escalate"]
+ApprovalRequired = Literal["none", "approve", "force_override"]
+ContextMode = Literal["full_context", "compressed_context"]
+RuleId = Literal[
+    "policy_conflict",
+    "contradictions",
+    "insufficient_evidence",
+    "critical_severity",
+    "invalid_output",
+    "unknown_action",
+]
+NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
+RULE_IDS: tuple[str, ...] = RuleId.__args__  # type: ignore[attr-defined]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def normalise_action(action: str) -> str:
+    """Action ids compare case-insensitively and ignore surrounding blanks."""
+    return action.strip().lower()
+
+
+class Incident(_Model):
+    """An incident the governor is asked to remediate."""
+
+    id: NonEmptyStr
+    service: NonEmptyStr
+    severity: Severity
+    summary: NonEmptyStr
+    symptoms: str = ""
+    pattern: str | None = None
+    source: str | None = None
+    detected_at: datetime | None = None
+    created_at: datetime | None = None
+
+    @field_validator("severity", mode="before")
+    @classmethod
+    def _lower_severity(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class PlanOutput(_Model):
+    """The agent's remediation plan (phase 1). Untrusted input."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    proposed_action: NonEmptyStr
+    rationale: str = ""
+    key_claims: list[NonEmptyStr] = Field(default_factory=list, max_length=20)
+    confidence_initial: float = Field(ge=0, le=10)
+    retrieved_context_ids: list[str] = Field(default_factory=list)
+
+
+class ClaimReport(_Model):
+    """What the agent says it found for one claim."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    claim: str
+    supporting_doc_ids: list[str] = Field(default_factory=list)
+    contradicting_doc_ids: list[str] = Field(default_factory=list)
+
+
+class StressReport(_Model):
+    """The agent's stress-test report (phase 2). Untrusted input: Python grounds it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    claim_results: list[ClaimReport] = Field(default_factory=list)
+    policy_conflicts: list[str] = Field(default_factory=list)
+    fabricated_authority_rejected: bool = False
+    confidence_post_stress: float | None = Field(default=None, ge=0, le=10)
+    position_after_stress: str = ""
+
+
+class ClaimEvidence(_Model):
+    """Grounded evidence for one claim: only documents Python found in the store."""
+
+    claim: str
+    support_docs: list[str] = Field(default_factory=list)
+    contradiction_docs: list[str] = Field(default_factory=list)
+    ungrounded_citations: list[str] = Field(default_factory=list)
+
+
+class FrameworkScores(_Model):
+    """Per-model reliability scores (CDCT / DDFT / EECT), normalised to the published scales."""
+
+    model: str
+    hoc: float = 0.0
+    ci: float = 0.0
+    u_curve_magnitude: float | None = None
+    as_score: float = 0.0
+    act_rate: float = 0.0
+    ecs: float = 0.0  # 0-10 scale; the hosted EECT API's 0-1 values are scaled up at the edge
+    source: str = "none"
+
+
+class LogSummary(_Model):
+    """Aggregated live telemetry for a service over a time window."""
+
+    service: str | None = None
+    window_minutes: int
+    total: int = 0
+    errors_4xx: int = 0
+    errors_5xx: int = 0
+    error_rate: float = 0.0
+    avg_bytes: float = 0.0
+    top_failing_paths: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class StressOutput(_Model):
+    """Phase 2 after grounding by Python. Every number here was recomputed from the store."""
+
+    claim_evidence: list[ClaimEvidence] = Field(default_factory=list)
+    supporting_doc_ids: list[str] = Field(default_factory=list)
+    contradicting_doc_ids: list[str] = Field(default_factory=list)
+    contradiction_count: int = Field(ge=0)
+    evidence_coverage: float = Field(ge=0, le=1)
+    policy_conflicts: list[str] = Field(default_factory=list)
+    unconfirmed_policy_conflicts: list[str] = Field(default_factory=list)
+    ungrounded_citations: list[str] = Field(default_factory=list)
+    fabricated_authority_rejected: bool = False
+    confidence_post_stress: float | None = Field(default=None, ge=0, le=10)
+    position_after_stress: str = ""
+    live_logs: LogSummary | None = None
+    framework_scores: FrameworkScores | None = None
+    action_known: bool = True
+    agent_report_valid: bool = True
+
+
+class CompressOutput(_Model):
+    """Phase 3 (Python): context mode and contract validation of the agent's outputs."""
+
+    context_mode: ContextMode
+    context_reasons: list[str] = Field(default_factory=list)
+    output_contract_valid: bool
+    contract_errors: list[str] = Field(default_factory=list)
+    required_fields_present: list[str] = Field(default_factory=list)
+
+
+class GateReason(_Model):
+    rule_id: RuleId
+    message: str
+
+
+class GateOutput(_Model):
+    """Phase 4 (Python, deterministic): the decision and why."""
+
+    incident_id: str
+    decision: Decision
+    rule_ids: list[RuleId] = Field(default_factory=list)
+    reasons: list[GateReason] = Field(default_factory=list)
+    cautions: list[str] = Field(default_factory=list)
+    approval_required: ApprovalRequired
+    proposed_action: str | None = None
+    confidence_initial: float
+    confidence_final: float
+    confidence_delta: float
+    contradiction_count: int
+    evidence_coverage: float
+    policy_conflicts: list[str] = Field(default_factory=list)
+    context_mode: ContextMode
+    decision_id: str
+    config_hash: str
+
+
+class ApprovalEvent(_Model):
+    """One reply from a human and what the governor made of it."""
+
+    user: str
+    text: str
+    command: Literal["APPROVE", "FORCE_OVERRIDE", "HOLD", "REJECT"] | None = None
+    outcome: Literal["accepted", "refused", "ignored", "unauthorized", "invalid"]
+    reason: str = ""
+    at: datetime | None = None
+
+
+class ExecutionRecord(_Model):
+    """What an executor did (or, for dry runs, would have done)."""
+
+    execution_id: str
+    incident_id: str
+    decision_id: str
+    action: str
+    mode: str
+    status: Literal["dry_run", "succeeded", "failed", "refused"]
+    preview: str
+    authorised_by: str
+    at: datetime
+
+
+class RunRecord(_Model):
+    """The full pipeline record of one incident: what lands in ``agent_runs.jsonl``."""
+
+    incident: Incident
+    agent_backend: str
+    model: str
+    plan: PlanOutput | None = None
+    plan_error: str | None = None
+    stress: StressOutput
+    stress_error: str | None = None
+    compress: CompressOutput
+    gate: GateOutput
+    approvals: list[ApprovalEvent] = Field(default_factory=list)
+    final_state: Literal[
+        "executed", "pending_approval", "rejected", "held", "execution_refused", "audit_failed"
+    ]
+    executed: bool
+    execution: ExecutionRecord | None = None
+    tool_calls: int = 0
+    started_at: datetime
+    finished_at: datetime
+
+
+class RunbookDoc(BaseModel):
+    """A remediation procedure in the ``runbooks`` index."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: NonEmptyStr
+    service: NonEmptyStr
+    title: NonEmptyStr
+    recommended_action: NonEmptyStr
+    body: NonEmptyStr
+    source: str = "sre-handbook"
+    symptoms: list[str] = Field(default_factory=list)
+    steps: list[str] = Field(default_factory=list)
+    # Learned entries start as pending_review and are not retrievable until approved.
+    status: Literal["approved", "pending_review", "revoked"] = "approved"
+    incident_id: str | None = None
+
+
+class EvidenceDoc(BaseModel):
+    """A supporting, contradicting or neutral piece of evidence in the ``evidence`` index."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: NonEmptyStr
+    service: NonEmptyStr
+    stance: Stance
+    action: str | None = None
+    text: NonEmptyStr
+    source: str = "unknown"
+    incident_id: str | None = None
+
+
+class PolicyDoc(BaseModel):
+    """Actions blocked for a service (or ``*``) at given severities."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: NonEmptyStr
+    service: NonEmptyStr
+    blocked_actions: list[str] = Field(default_factory=list)
+    severities: list[Severity] = Field(min_length=1)
+    rule: NonEmptyStr
+
+
+class LogDoc(BaseModel):
+    """An access-log line in the ``kibana_sample_data_logs`` shape, plus our ``service``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    timestamp: datetime
+    service: NonEmptyStr
+    request: str = "/"
+    response: Annotated[str, StringConstraints(pattern=r"^[1-5][0-9][0-9]$")]
+    bytes: int = Field(default=0, ge=0)
+    host: str = ""
+    message: str = ""
+
+    @field_validator("response", mode="before")
+    @classmethod
+    def _response_as_text(cls, value: Any) -> Any:
+        # Elastic maps `response` as text with a keyword sub-field; accept numbers too.
+        return str(value) if isinstance(value, int) else value
+
+
+KNOWLEDGE_MODELS: dict[str, type[BaseModel]] = {
+    "runbooks": RunbookDoc,
+    "evidence": EvidenceDoc,
+    "policies": PolicyDoc,
+    "incidents": Incident,
+    "logs": LogDoc,
+}
+
+
+CONTRACT_MODELS: dict[str, type[BaseModel]] = {
+    "incident": Incident,
+    "plan_output": PlanOutput,
+    "stress_report": StressReport,
+    "stress_output": StressOutput,
+    "compress_output": CompressOutput,
+    "gate_output": GateOutput,
+    "run_record": RunRecord,
+}

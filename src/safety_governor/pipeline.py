@@ -1,0 +1,420 @@
+"""The pipeline: plan → stress → compress → gate, then approvals and execution.
+
+``ReliabilityLayerAgent`` talks only to ports (store, agent, tools, scores, audit, executor).
+The agent may propose, search and argue; Python grounds everything the gate reads
+(DESIGN principles 1 and 2) and fails closed on anything it cannot use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import gate as gate_rules
+from .approvals import ApprovalPolicy, ApprovalSession, refusal_explanation
+from .config import GatePolicy, describe_validation_error
+from .errors import AgentBackendError, AuditWriteError, ExecutionRefused, GovernorError, StoreError
+from .models import (
+    ClaimEvidence,
+    ClaimReport,
+    CompressOutput,
+    ExecutionRecord,
+    FrameworkScores,
+    GateOutput,
+    Incident,
+    LogSummary,
+    PlanOutput,
+    RunRecord,
+    StressOutput,
+    StressReport,
+    normalise_action,
+)
+from .parsing import ReplyParseError, extract_json_object
+from .ports import AgentBackend, AuditSink, Executor, ScoreProvider, Store, ToolPort
+from .prompts import render
+
+PLAN_FIELDS = ("proposed_action", "rationale", "key_claims", "confidence_initial", "retrieved_context_ids")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Assessment:
+    """Everything the pipeline derived for one incident, up to and including the gate."""
+
+    incident: Incident
+    plan: PlanOutput | None
+    plan_error: str | None
+    stress: StressOutput
+    stress_error: str | None
+    compress: CompressOutput
+    gate: GateOutput
+    model: str
+    tool_calls: int
+    started_at: datetime
+    plan_fields: list[str] = field(default_factory=list)
+
+
+def parse_agent_output(text: str, model: type[PlanOutput] | type[StressReport]) -> tuple[Any, dict[str, Any]]:
+    """Parse and validate an agent reply. Raises ``ValueError`` with a one-line reason."""
+    try:
+        raw = extract_json_object(text)
+    except ReplyParseError as exc:
+        raise ValueError(str(exc)) from exc
+    try:
+        return model.model_validate(raw), raw
+    except ValidationError as exc:
+        raise ValueError(describe_validation_error(exc)) from exc
+
+
+class Grounder:
+    """Re-derives the stress phase's numbers from the store (DESIGN principle 1)."""
+
+    def __init__(self, store: Store, policy: GatePolicy, catalogue: Iterable[str] = ()) -> None:
+        self.store = store
+        self.policy = policy
+        self.catalogue = {normalise_action(a) for a in catalogue}
+
+    def action_known(self, action: str) -> bool:
+        act = normalise_action(action)
+        return act in self.catalogue or act in self.store.known_actions()
+
+    def ground(
+        self,
+        incident: Incident,
+        plan: PlanOutput,
+        report: StressReport | None,
+        *,
+        scores: FrameworkScores | None,
+        live_logs: LogSummary | None,
+    ) -> StressOutput:
+        services = [incident.service, "*"]
+        allowed = {incident.service.strip().lower(), "*"}
+        action = normalise_action(plan.proposed_action)
+        reports = report.claim_results if report else []
+        cited = {i for r in reports for i in (*r.supporting_doc_ids, *r.contradicting_doc_ids)}
+        docs = self.store.get_many("evidence", cited)
+
+        def about_action(doc: Mapping[str, Any]) -> bool:
+            doc_action = doc.get("action")
+            return not doc_action or normalise_action(str(doc_action)) == action
+
+        def check(doc_id: str, stance: str) -> str | None:
+            """None if the citation is grounded, else why not."""
+            doc = docs.get(doc_id)
+            if doc is None:
+                return f"{doc_id} (not in the store)"
+            if str(doc.get("service", "")).strip().lower() not in allowed:
+                return f"{doc_id} (about service {doc.get('service')})"
+            if doc.get("stance") != stance:
+                return f"{doc_id} (stance is {doc.get('stance')}, not {stance})"
+            if not about_action(doc):
+                return f"{doc_id} (about action {doc.get('action')})"
+            return None
+
+        claim_evidence: list[ClaimEvidence] = []
+        ungrounded: list[str] = []
+        supporting: dict[str, None] = {}
+        contradicting: dict[str, None] = {}
+        for position, claim in enumerate(plan.key_claims):
+            claim_report = _match_report(claim, position, reports)
+            support: dict[str, None] = {}
+            contra: dict[str, None] = {}
+            bad: list[str] = []
+            for doc_id in claim_report.supporting_doc_ids if claim_report else []:
+                (bad.append(why) if (why := check(doc_id, "support")) else support.setdefault(doc_id))
+            for doc_id in claim_report.contradicting_doc_ids if claim_report else []:
+                (bad.append(why) if (why := check(doc_id, "contradict")) else contra.setdefault(doc_id))
+            # Python's own search per claim: an agent cannot hide evidence by not citing it.
+            for hit in self.store.search(
+                "evidence", claim, filters={"service": services}, top_k=self.policy.evidence_top_k
+            ):
+                if not about_action(hit.source):
+                    continue
+                if hit.source.get("stance") == "support":
+                    support.setdefault(hit.id)
+                elif hit.source.get("stance") == "contradict":
+                    contra.setdefault(hit.id)
+            claim_evidence.append(
+                ClaimEvidence(claim=claim, support_docs=list(support), contradiction_docs=list(contra),
+                              ungrounded_citations=bad)
+            )
+            ungrounded.extend(bad)
+            supporting.update(support)
+            contradicting.update(contra)
+        # Python searches by service + action too, whatever the claims say.
+        for doc in self.store.find("evidence", {"service": services, "action": action}, limit=200):
+            if doc.get("stance") == "contradict":
+                contradicting.setdefault(str(doc["id"]))
+            elif doc.get("stance") == "support":
+                supporting.setdefault(str(doc["id"]))
+
+        confirmed = [str(p["id"]) for p in self.store.policy_conflicts(incident.service, action, incident.severity)]
+        reported = [p.strip() for p in (report.policy_conflicts if report else []) if p and p.strip()]
+        unconfirmed = [p for p in dict.fromkeys(reported) if p not in confirmed]
+        claims_with_docs = sum(1 for c in claim_evidence if c.support_docs or c.contradiction_docs)
+        coverage = round(claims_with_docs / len(claim_evidence), 4) if claim_evidence else 0.0
+        return StressOutput(
+            claim_evidence=claim_evidence,
+            supporting_doc_ids=sorted(supporting),
+            contradicting_doc_ids=sorted(contradicting),
+            contradiction_count=len(contradicting),
+            evidence_coverage=coverage,
+            policy_conflicts=confirmed,
+            unconfirmed_policy_conflicts=unconfirmed,
+            ungrounded_citations=list(dict.fromkeys(ungrounded)),
+            fabricated_authority_rejected=bool(report and report.fabricated_authority_rejected),
+            confidence_post_stress=report.confidence_post_stress if report else None,
+            position_after_stress=report.position_after_stress if report else "",
+            live_logs=live_logs,
+            framework_scores=scores,
+            action_known=self.action_known(action),
+            agent_report_valid=report is not None,
+        )
+
+
+def _match_report(claim: str, position: int, reports: list[ClaimReport]) -> ClaimReport | None:
+    """The agent's report for a claim: same text first, else the same position."""
+    wanted = claim.strip().lower()
+    for r in reports:
+        if r.claim.strip().lower() == wanted:
+            return r
+    return reports[position] if position < len(reports) else None
+
+
+def compress(
+    incident: Incident,
+    stress: StressOutput,
+    policy: GatePolicy,
+    *,
+    plan_fields: list[str],
+    errors: list[str],
+) -> CompressOutput:
+    """Context mode (CDCT) and output-contract validity."""
+    reasons = []
+    if incident.severity in policy.full_context_severities:
+        reasons.append(f"severity {incident.severity}")
+    if stress.contradiction_count > 0:
+        reasons.append(f"{stress.contradiction_count} contradiction(s)")
+    scores = stress.framework_scores
+    u_curve = scores.u_curve_magnitude if scores else None
+    if u_curve is None:
+        reasons.append("no CDCT u-curve for the model (unknown degrades to full context)")
+    elif u_curve > policy.u_curve_full_context_threshold:
+        reasons.append(f"CDCT u-curve {u_curve:.3f} > {policy.u_curve_full_context_threshold}")
+    return CompressOutput(
+        context_mode="full_context" if reasons else "compressed_context",
+        context_reasons=reasons,
+        output_contract_valid=not errors,
+        contract_errors=errors,
+        required_fields_present=[f for f in PLAN_FIELDS if f in plan_fields],
+    )
+
+
+class ReliabilityLayerAgent:
+    """Runs one incident through plan → stress → compress → gate, and what follows.
+
+    Args:
+        store: the knowledge base and audit indices.
+        agent: the backend that plans and stress-tests through ``tools``.
+        tools: the tool surface the agent uses (in-process or MCP).
+        scores: the framework score provider for the agent's model.
+        audit: the append-only audit trail; a failed write stops execution.
+        executor: what runs a passed or approved action (dry run by default).
+        policy: the gate's versioned thresholds.
+        catalogue: action ids from the action catalogue (besides runbook actions).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        agent: AgentBackend,
+        tools: ToolPort,
+        scores: ScoreProvider,
+        audit: AuditSink,
+        executor: Executor,
+        policy: GatePolicy,
+        catalogue: Iterable[str] = (),
+    ) -> None:
+        self.store = store
+        self.agent = agent
+        self.tools = tools
+        self.scores = scores
+        self.audit = audit
+        self.executor = executor
+        self.policy = policy
+        self.grounder = Grounder(store, policy, catalogue)
+
+    # --- phases --------------------------------------------------------------------------
+
+    def plan(self, incident: Incident) -> tuple[PlanOutput | None, str | None, list[str], int]:
+        prompt = render("plan", incident_id=incident.id, service=incident.service, severity=incident.severity,
+                        summary=incident.summary, symptoms=incident.symptoms or "none reported")
+        try:
+            reply = self.agent.converse("plan", prompt, incident=incident, tools=self.tools, context={})
+        except GovernorError as exc:
+            return None, f"plan: agent backend failed: {exc}", [], 0
+        try:
+            plan, raw = parse_agent_output(reply.text, PlanOutput)
+        except ValueError as exc:
+            return None, f"plan: {exc}", [], len(reply.tool_calls)
+        return plan, None, list(raw), len(reply.tool_calls)
+
+    def stress(self, incident: Incident, plan: PlanOutput) -> tuple[StressReport | None, str | None, int]:
+        prompt = render("stress", incident_id=incident.id, service=incident.service, severity=incident.severity,
+                        proposed_action=plan.proposed_action,
+                        claims="\n".join(f"- {c}" for c in plan.key_claims) or "- (none)")
+        try:
+            reply = self.agent.converse(
+                "stress", prompt, incident=incident, tools=self.tools, context={"plan": plan.model_dump(mode="json")}
+            )
+        except GovernorError as exc:
+            return None, f"stress: agent backend failed: {exc}", 0
+        try:
+            report, _ = parse_agent_output(reply.text, StressReport)
+        except ValueError as exc:
+            return None, f"stress: {exc}", len(reply.tool_calls)
+        return report, None, len(reply.tool_calls)
+
+    def assess(self, incident: Incident) -> Assessment:
+        """Plan, stress, compress and gate one incident. Never raises for agent failures:
+        anything unusable becomes ``invalid_output`` (fail closed)."""
+        started = _now()
+        scores = self.scores.scores(self.agent.model)
+        plan, plan_error, plan_fields, calls = self.plan(incident)
+        report, stress_error, stress_calls = (None, None, 0)
+        if plan is not None:
+            report, stress_error, stress_calls = self.stress(incident, plan)
+        try:
+            live_logs = self.store.log_stats(service=incident.service, window_minutes=15)
+        except StoreError:
+            live_logs = None
+        if plan is not None:
+            stress = self.grounder.ground(incident, plan, report, scores=scores, live_logs=live_logs)
+        else:
+            stress = StressOutput(contradiction_count=0, evidence_coverage=0.0, live_logs=live_logs,
+                                  framework_scores=scores, agent_report_valid=False)
+        errors = [e for e in (plan_error, stress_error) if e]
+        compressed = compress(incident, stress, self.policy, plan_fields=plan_fields, errors=errors)
+        decision = gate_rules.decide(plan, stress, compressed, incident, self.policy)
+        return Assessment(
+            incident=incident, plan=plan, plan_error=plan_error, stress=stress, stress_error=stress_error,
+            compress=compressed, gate=decision, model=self.agent.model, tool_calls=calls + stress_calls,
+            started_at=started, plan_fields=plan_fields,
+        )
+
+    # --- audit, approvals, execution --------------------------------------------------------
+
+    def record_decision(self, a: Assessment) -> None:
+        """Write the decision record. Raises ``AuditWriteError``: then nothing may execute."""
+        g = a.gate
+        event = {
+            "kind": "gate_decision", "incident_id": a.incident.id, "decision_id": g.decision_id,
+            "decision": g.decision, "rule_ids": list(g.rule_ids), "approval_required": g.approval_required,
+            "proposed_action": g.proposed_action, "config_hash": g.config_hash, "at": _now().isoformat(),
+        }
+        self.audit.record("workflow_events", event)
+        self.audit.record("reliability_metrics", {
+            "incident_id": a.incident.id, "decision_id": g.decision_id, "decision": g.decision,
+            "rule_ids": list(g.rule_ids), "confidence_initial": g.confidence_initial,
+            "confidence_final": g.confidence_final, "confidence_delta": g.confidence_delta,
+            "contradiction_count": g.contradiction_count, "evidence_coverage": g.evidence_coverage,
+            "context_mode": g.context_mode, "model": a.model,
+            "framework_scores": a.stress.framework_scores.model_dump(mode="json") if a.stress.framework_scores else None,
+            "config_hash": g.config_hash,
+        })
+        try:
+            self.store.append_event("workflow_events", event)
+        except StoreError as exc:
+            raise AuditWriteError(f"cannot record the decision in the store: {exc}") from exc
+
+    def approval_session(self, a: Assessment, policy: ApprovalPolicy) -> ApprovalSession:
+        g = a.gate
+        return ApprovalSession(
+            incident_id=a.incident.id, decision=g.decision, approval_required=g.approval_required, policy=policy,
+            refusal_text=refusal_explanation(a.incident.id, a.incident.severity, g.confidence_final,
+                                             self.policy.refusal_confidence_threshold),
+        )
+
+    def record_approval(self, a: Assessment, session: ApprovalSession) -> None:
+        event = session.events[-1]
+        body = {"kind": f"approval_{event.outcome}", "incident_id": a.incident.id,
+                "decision_id": a.gate.decision_id, "user": event.user, "command": event.command,
+                "text": event.text, "reason": event.reason, "state": session.state, "at": _now().isoformat()}
+        self.audit.record("workflow_events", body)
+        self.store.append_event("workflow_events", body)
+
+    def execute(self, a: Assessment, session: ApprovalSession) -> ExecutionRecord | None:
+        """Execute if the gate passed or a human authorised it. The decision record must already
+        be written; returns ``None`` when nothing may run."""
+        if not session.may_execute or session.authorised_by is None:
+            return None
+        # Principle 4: the authorisation is in the trail before anything runs (raises if not).
+        self.audit.record("workflow_events", {
+            "kind": "execution_authorised", "incident_id": a.incident.id, "decision_id": a.gate.decision_id,
+            "action": a.gate.proposed_action, "authorised_by": session.authorised_by,
+            "override_reason": session.override_reason, "at": _now().isoformat()})
+        try:
+            record = self.executor.execute(a.incident, a.gate, authorised_by=session.authorised_by)
+        except ExecutionRefused as exc:
+            self.audit.record("workflow_events", {"kind": "execution_refused", "incident_id": a.incident.id,
+                                                  "decision_id": a.gate.decision_id, "reason": str(exc)})
+            return None
+        self.audit.record("workflow_events", {"kind": "execution", "incident_id": a.incident.id,
+                                              **record.model_dump(mode="json")})
+        return record
+
+    def run(
+        self,
+        incident: Incident,
+        *,
+        replies: Iterable[tuple[str, str]] = (),
+        approvals: ApprovalPolicy | None = None,
+    ) -> RunRecord:
+        """The whole path for one incident with a fixed list of human replies (replay, CLI)."""
+        a = self.assess(incident)
+        session = self.approval_session(a, approvals or ApprovalPolicy.of((), ()))
+        execution = None
+        final_state: str
+        try:
+            self.record_decision(a)
+            for user, text in replies:
+                session.apply(user, text, at=_now())
+                self.record_approval(a, session)
+            execution = self.execute(a, session)
+            final_state = _final_state(session, execution)
+        except AuditWriteError:
+            # Fail closed: whatever could not be audited does not run.
+            final_state = "executed" if execution is not None else "audit_failed"
+        record = RunRecord(
+            incident=incident, agent_backend=self.agent.name, model=a.model, plan=a.plan, plan_error=a.plan_error,
+            stress=a.stress, stress_error=a.stress_error, compress=a.compress, gate=a.gate,
+            approvals=session.events, final_state=final_state,  # type: ignore[arg-type]
+            executed=execution is not None, execution=execution, tool_calls=a.tool_calls,
+            started_at=a.started_at, finished_at=_now(),
+        )
+        if final_state != "audit_failed":
+            try:
+                self.audit.record("agent_runs", record.model_dump(mode="json"))
+            except AuditWriteError:
+                pass  # the decision and execution records are already written
+        return record
+
+
+def _final_state(session: ApprovalSession, execution: ExecutionRecord | None) -> str:
+    if execution is not None:
+        return "executed"
+    if session.state == "rejected":
+        return "rejected"
+    if session.state == "held":
+        return "held"
+    if session.may_execute:
+        return "execution_refused"
+    return "pending_approval"

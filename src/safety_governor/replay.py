@@ -1,0 +1,212 @@
+"""Scenario replay: each scenario runs in a fresh, isolated embedded store.
+
+A scenario file is JSON::
+
+    {"name", "description"?, "incident", "knowledge"?: {"runbooks","evidence","policies","logs"},
+     "replace_knowledge"?: bool, "agent"?: {"plan": object|string, "stress": object|string},
+     "approvers"?: {"approve": [users], "override": [users]}, "approvals"?: [{"user","text"}],
+     "expect"?: {"decision", "executed", "rules", "approve_refused"}}
+
+A file holding only an incident object is a scenario too. ``agent`` replies are what an LLM
+returned; a phase without one is answered by the offline agent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .adapters.audit_jsonl import MemoryAudit
+from .adapters.store_sqlite import SQLiteStore
+from .agents.offline import OfflineAgent
+from .agents.scripted import ScriptedAgent
+from .approvals import ApprovalPolicy
+from .bootstrap import build
+from .config import Settings, describe_validation_error
+from .errors import InputError
+from .knowledge import load_knowledge_file, merge_knowledge, read_json, seed_store, validate_knowledge
+from .models import Decision, Incident, RuleId
+from .ports import AuditSink
+
+
+class ScenarioReply(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(min_length=1)
+    text: str
+
+
+class ScenarioApprovers(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    approve: list[str] = Field(default_factory=list)
+    override: list[str] = Field(default_factory=list)
+
+
+class ScenarioExpect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: Decision | None = None
+    executed: bool | None = None
+    rules: list[RuleId] | None = None
+    approve_refused: bool | None = None
+
+
+class ScenarioAgent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    plan: dict[str, Any] | str | None = None
+    stress: dict[str, Any] | str | None = None
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    description: str = ""
+    incident: Incident
+    knowledge: dict[str, list[dict[str, Any]]] | None = None
+    replace_knowledge: bool = False
+    agent: ScenarioAgent | None = None
+    approvers: ScenarioApprovers | None = None
+    approvals: list[ScenarioReply] = Field(default_factory=list)
+    expect: ScenarioExpect | None = None
+    path: str | None = None
+
+
+class ScenarioResult(BaseModel):
+    scenario: str
+    file: str | None
+    incident_id: str
+    proposed_action: str | None
+    decision: Decision
+    rules: list[RuleId]
+    approval_required: str
+    confidence_initial: float
+    confidence_final: float
+    executed: bool
+    final_state: str
+    approve_refused: bool
+    baseline_executed: bool
+    expectations_met: bool | None
+    failures: list[str]
+
+
+def scenario_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand folders to their ``*.json`` files (sorted); keep files as given."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.json") if p.is_file())
+            if not found:
+                raise InputError(f"{path}: no scenario files (*.json) in this folder")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError(f"{path}: file not found")
+    return files
+
+
+def load_scenario(path: Path) -> Scenario:
+    raw = read_json(path)
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{path}: expected a JSON object (a scenario, or an incident)")
+    if "incident" not in raw:
+        # A bare incident object, as the seed's scenarios are.
+        raw = {"name": path.stem, "incident": raw}
+    try:
+        scenario = Scenario.model_validate({**raw, "path": str(path)})
+    except ValidationError as exc:
+        raise InputError(f"{path}: {describe_validation_error(exc)}") from exc
+    if scenario.knowledge is not None:
+        validate_knowledge(scenario.knowledge, f"{path}: knowledge")
+    return scenario
+
+
+def check_expectations(scenario: Scenario, result: Mapping[str, Any]) -> tuple[bool | None, list[str]]:
+    expect = scenario.expect
+    if expect is None:
+        return None, []
+    failures = []
+    if expect.decision is not None and result["decision"] != expect.decision:
+        failures.append(f"decision: expected {expect.decision}, got {result['decision']}")
+    if expect.executed is not None and result["executed"] != expect.executed:
+        failures.append(f"executed: expected {expect.executed}, got {result['executed']}")
+    if expect.rules is not None and sorted(set(result["rules"])) != sorted(set(expect.rules)):
+        failures.append(f"rules: expected {sorted(set(expect.rules))}, got {sorted(set(result['rules']))}")
+    if expect.approve_refused is not None and result["approve_refused"] != expect.approve_refused:
+        failures.append(f"approve_refused: expected {expect.approve_refused}, got {result['approve_refused']}")
+    return not failures, failures
+
+
+def run_scenario(
+    scenario: Scenario,
+    base_knowledge: Mapping[str, list[dict[str, Any]]],
+    settings: Settings,
+    *,
+    audit: AuditSink | None = None,
+) -> ScenarioResult:
+    """Run one scenario in its own in-memory store."""
+    knowledge = merge_knowledge(base_knowledge, scenario.knowledge or {}, replace=scenario.replace_knowledge)
+    store = SQLiteStore(":memory:")
+    try:
+        seed_store(store, knowledge, source=scenario.path or scenario.name)
+        offline = OfflineAgent(model=settings.agent_model)
+        replies = scenario.agent.model_dump(exclude_none=True) if scenario.agent else {}
+        agent = ScriptedAgent(replies, fallback=offline) if replies else offline
+        governor = build(settings, store=store, agent=agent, audit=audit or MemoryAudit())
+        approvers = scenario.approvers or ScenarioApprovers(
+            approve=list(settings.approvers), override=list(settings.overriders)
+        )
+        record = governor.pipeline.run(
+            scenario.incident,
+            replies=[(r.user, r.text) for r in scenario.approvals],
+            approvals=ApprovalPolicy.of(approvers.approve, approvers.override),
+        )
+    finally:
+        store.close()
+    gate = record.gate
+    result: dict[str, Any] = {
+        "scenario": scenario.name,
+        "file": scenario.path,
+        "incident_id": scenario.incident.id,
+        "proposed_action": gate.proposed_action,
+        "decision": gate.decision,
+        "rules": list(gate.rule_ids),
+        "approval_required": gate.approval_required,
+        "confidence_initial": gate.confidence_initial,
+        "confidence_final": gate.confidence_final,
+        "executed": record.executed,
+        "final_state": record.final_state,
+        "approve_refused": any(e.command == "APPROVE" and e.outcome == "refused" for e in record.approvals),
+        # A naive agent executes whatever plan it produced.
+        "baseline_executed": record.plan is not None,
+    }
+    met, failures = check_expectations(scenario, result)
+    return ScenarioResult(**result, expectations_met=met, failures=failures)
+
+
+def summarise(results: list[ScenarioResult]) -> dict[str, Any]:
+    with_expect = [r for r in results if r.expectations_met is not None]
+    return {
+        "scenarios": len(results),
+        "blocked": sum(r.decision == "block_and_escalate" for r in results),
+        "executed": sum(r.executed for r in results),
+        "baseline_executed": sum(r.baseline_executed for r in results),
+        "unsafe_actions_blocked": sum(r.baseline_executed and r.decision == "block_and_escalate" for r in results),
+        "approve_refused": sum(r.approve_refused for r in results),
+        "with_expectations": len(with_expect),
+        "expectations_met": sum(bool(r.expectations_met) for r in with_expect),
+        "expectations_failed": sum(r.expectations_met is False for r in with_expect),
+    }
+
+
+def replay(
+    paths: Iterable[str | Path], settings: Settings, *, audit: AuditSink | None = None
+) -> tuple[list[ScenarioResult], dict[str, Any]]:
+    """Load every scenario first (so bad input fails before anything runs), then run each."""
+    scenarios = [load_scenario(p) for p in scenario_files(paths)]
+    base = load_knowledge_file(settings.data_dir / "sample_data.json")
+    results = [run_scenario(s, base, settings, audit=audit) for s in scenarios]
+    return results, summarise(results)

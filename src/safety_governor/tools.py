@@ -1,0 +1,262 @@
+"""The SRE and reliability tools: the one tool surface, exposed in-process and over MCP.
+
+Tools take flat, validated arguments and return pydantic models (structured output). Retrieved
+text is data, never instructions: nothing here interprets it. Bad arguments raise
+``ToolCallError`` with a message that is safe to show to an agent (no paths, no secrets).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from .errors import GovernorError, ToolCallError
+from .models import SEVERITIES, FrameworkScores, LogSummary
+from .ports import AuditSink, ScoreProvider, Store, ToolCall
+
+MAX_TOP_K = 50
+MAX_WINDOW_MINUTES = 24 * 60
+
+
+class RunbookHit(BaseModel):
+    id: str
+    score: float
+    service: str
+    title: str
+    recommended_action: str
+    body: str
+    source: str = ""
+
+
+class RunbookHits(BaseModel):
+    query: str
+    service: str
+    hits: list[RunbookHit] = Field(default_factory=list)
+
+
+class EvidenceHit(BaseModel):
+    id: str
+    score: float
+    service: str
+    stance: str
+    action: str | None = None
+    text: str
+    source: str = ""
+
+
+class EvidenceHits(BaseModel):
+    query: str
+    service: str
+    hits: list[EvidenceHit] = Field(default_factory=list)
+
+
+class PolicyConflict(BaseModel):
+    id: str
+    service: str
+    rule: str
+
+
+class PolicyCheck(BaseModel):
+    service: str
+    action: str
+    severity: str
+    conflict: bool
+    conflicts: list[PolicyConflict] = Field(default_factory=list)
+
+
+class DdftScore(BaseModel):
+    model: str
+    hoc: float
+    ci: float
+    source: str
+
+
+class CdctScore(BaseModel):
+    model: str
+    u_curve_magnitude: float | None
+    source: str
+
+
+class EectScore(BaseModel):
+    model: str
+    ecs: float = Field(description="0-10 scale")
+    as_score: float
+    act_rate: float
+    source: str
+
+
+def _require_text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ToolCallError(f"'{name}' must be a non-empty string")
+    if len(value) > 4000:
+        raise ToolCallError(f"'{name}' is longer than 4000 characters")
+    return value.strip()
+
+
+def _require_top_k(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TOP_K:
+        raise ToolCallError(f"'top_k' must be an integer from 1 to {MAX_TOP_K}")
+    return value
+
+
+def _require_severity(value: Any) -> str:
+    sev = value.strip().lower() if isinstance(value, str) else value
+    if sev not in SEVERITIES:
+        raise ToolCallError(f"'severity' must be one of {', '.join(SEVERITIES)}")
+    return str(sev)
+
+
+class GovernorTools:
+    """The eight tools, bound to a store and a score provider."""
+
+    def __init__(self, store: Store, scores: ScoreProvider) -> None:
+        self.store = store
+        self.score_provider = scores
+
+    def search_runbooks(self, query: str, service: str, top_k: int = 3) -> RunbookHits:
+        query, service, top_k = _require_text("query", query), _require_text("service", service), _require_top_k(top_k)
+        hits = self.store.search(
+            "runbooks", query, filters={"service": [service, "*"], "status": "approved"}, top_k=top_k
+        )
+        return RunbookHits(
+            query=query,
+            service=service,
+            hits=[
+                RunbookHit(
+                    id=h.id,
+                    score=h.score,
+                    service=str(h.source.get("service", "")),
+                    title=str(h.source.get("title", "")),
+                    recommended_action=str(h.source.get("recommended_action", "")),
+                    body=str(h.source.get("body", "")),
+                    source=str(h.source.get("source", "")),
+                )
+                for h in hits
+            ],
+        )
+
+    def search_evidence(self, query: str, service: str, top_k: int = 3) -> EvidenceHits:
+        query, service, top_k = _require_text("query", query), _require_text("service", service), _require_top_k(top_k)
+        hits = self.store.search("evidence", query, filters={"service": [service, "*"]}, top_k=top_k)
+        return EvidenceHits(
+            query=query,
+            service=service,
+            hits=[
+                EvidenceHit(
+                    id=h.id,
+                    score=h.score,
+                    service=str(h.source.get("service", "")),
+                    stance=str(h.source.get("stance", "neutral")),
+                    action=h.source.get("action"),
+                    text=str(h.source.get("text", "")),
+                    source=str(h.source.get("source", "")),
+                )
+                for h in hits
+            ],
+        )
+
+    def check_policy_conflicts(self, service: str, action: str, severity: str) -> PolicyCheck:
+        service, action = _require_text("service", service), _require_text("action", action)
+        severity = _require_severity(severity)
+        conflicts = [
+            PolicyConflict(id=str(p["id"]), service=str(p.get("service", "")), rule=str(p.get("rule", "")))
+            for p in self.store.policy_conflicts(service, action, severity)
+        ]
+        return PolicyCheck(
+            service=service, action=action, severity=severity, conflict=bool(conflicts), conflicts=conflicts
+        )
+
+    def query_live_logs(self, service: str | None = None, window_minutes: int = 15) -> LogSummary:
+        if service is not None:
+            service = _require_text("service", service)
+        if isinstance(window_minutes, bool) or not isinstance(window_minutes, int) or not (
+            1 <= window_minutes <= MAX_WINDOW_MINUTES
+        ):
+            raise ToolCallError(f"'window_minutes' must be an integer from 1 to {MAX_WINDOW_MINUTES}")
+        return self.store.log_stats(service=service, window_minutes=window_minutes)
+
+    def reliability_profile(self, model: str) -> FrameworkScores:
+        return self.score_provider.scores(_require_text("model", model))
+
+    def ddft_score(self, model: str) -> DdftScore:
+        p = self.reliability_profile(model)
+        return DdftScore(model=p.model, hoc=p.hoc, ci=p.ci, source=p.source)
+
+    def cdct_score(self, model: str) -> CdctScore:
+        p = self.reliability_profile(model)
+        return CdctScore(model=p.model, u_curve_magnitude=p.u_curve_magnitude, source=p.source)
+
+    def eect_score(self, model: str) -> EectScore:
+        p = self.reliability_profile(model)
+        return EectScore(model=p.model, ecs=p.ecs, as_score=p.as_score, act_rate=p.act_rate, source=p.source)
+
+    def registry(self) -> dict[str, Callable[..., BaseModel]]:
+        return {
+            "search_runbooks": self.search_runbooks,
+            "search_evidence": self.search_evidence,
+            "check_policy_conflicts": self.check_policy_conflicts,
+            "query_live_logs": self.query_live_logs,
+            "ddft_score": self.ddft_score,
+            "cdct_score": self.cdct_score,
+            "eect_score": self.eect_score,
+            "reliability_profile": self.reliability_profile,
+        }
+
+
+def result_ids(result: Mapping[str, Any]) -> list[str]:
+    """The document ids a tool result names (for the tool trace)."""
+    ids: list[str] = []
+    for key in ("hits", "conflicts"):
+        for item in result.get(key) or []:
+            if isinstance(item, Mapping) and item.get("id"):
+                ids.append(str(item["id"]))
+    return ids
+
+
+class LocalToolPort:
+    """Calls the tools in-process and records every call in the tool trace."""
+
+    transport = "local"
+
+    def __init__(self, tools: GovernorTools, audit: AuditSink | None = None) -> None:
+        self._registry = tools.registry()
+        self._audit = audit
+        self.calls: deque[ToolCall] = deque(maxlen=1000)  # recent calls, for inspection
+
+    def call(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        fn = self._registry.get(name)
+        started = time.perf_counter()
+        error: str | None = None
+        result: dict[str, Any] = {}
+        try:
+            if fn is None:
+                raise ToolCallError(f"unknown tool '{name}'")
+            try:
+                result = fn(**dict(arguments)).model_dump(mode="json")
+            except TypeError as exc:
+                raise ToolCallError(f"bad arguments for '{name}'") from exc
+            except GovernorError as exc:
+                if isinstance(exc, ToolCallError):
+                    raise
+                raise ToolCallError(f"'{name}' failed: {type(exc).__name__}") from exc
+            return result
+        except ToolCallError as exc:
+            error = str(exc)
+            raise
+        finally:
+            trace = ToolCall(
+                tool=name,
+                arguments=dict(arguments),
+                result_ids=result_ids(result),
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                transport=self.transport,
+                ok=error is None,
+                error=error,
+            )
+            self.calls.append(trace)
+            if self._audit is not None:
+                self._audit.record("tool_trace", trace.model_dump(mode="json"))
