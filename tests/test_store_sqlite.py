@@ -146,8 +146,9 @@ def test_incident_is_claimed_once_even_across_threads(tmp_path):
     s.close()
 
 
-def test_concurrent_writers_and_readers_on_one_file(tmp_path):
-    s = SQLiteStore(tmp_path / "threads.db")
+@pytest.mark.parametrize("kind", ["file", "memory"])
+def test_concurrent_writers_and_readers_share_one_store(tmp_path, kind):
+    s = SQLiteStore(tmp_path / "threads.db" if kind == "file" else ":memory:")
     errors: list[Exception] = []
 
     def writer(n: int) -> None:
@@ -161,6 +162,8 @@ def test_concurrent_writers_and_readers_on_one_file(tmp_path):
         try:
             for _ in range(50):
                 s.count("workflow_events")
+                s.search("evidence", "restart pods")
+                s.log_stats(window_minutes=5)
         except Exception as exc:  # pragma: no cover
             errors.append(exc)
 
