@@ -183,6 +183,9 @@ class SQLiteStore:
         self._shared: sqlite3.Connection | None = None
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        # Search results per index, dropped whenever that index is written (logs don't touch it).
+        self._search_cache: dict[tuple[Any, ...], list[SearchHit]] = {}
+        self._cache_lock = threading.Lock()
         if not self._memory:
             try:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -249,10 +252,11 @@ class SQLiteStore:
             finally:
                 self._local.depth = depth
 
-    def _execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    def _execute(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """Run one statement and fetch its rows while holding the connection (shared in memory mode)."""
         with self._guard():
             try:
-                return self._conn().execute(sql, params)
+                return self._conn().execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"store query failed: {exc}") from exc
 
@@ -314,14 +318,34 @@ class SQLiteStore:
         match = fts_match_expression(query, svc_list)
         if match is None or top_k < 1:
             return []
+        key = (index, match, tuple(sorted((k, str(v)) for k, v in filters.items())), int(top_k))
+        with self._cache_lock:
+            cached = self._search_cache.get(key)
+        if cached is not None:
+            return [hit.model_copy(deep=True) for hit in cached]
         where, params = self._filter_sql(filters, alias="d.")
         sql = (
             f"SELECT d.id, d.body, bm25({index}_fts, 1.0, 0.0) AS rank FROM {index}_fts "
             f"JOIN {index} d ON d.rowid = {index}_fts.rowid "
             f"WHERE {index}_fts MATCH ? AND {where} ORDER BY rank, d.id LIMIT ?"
         )
-        rows = self._execute(sql, [match, *params, int(top_k)]).fetchall()
-        return [SearchHit(id=r[0], score=round(-r[2], 6), source=json.loads(r[1])) for r in rows]
+        rows = self._execute(sql, [match, *params, int(top_k)])
+        hits = [SearchHit(id=r[0], score=round(-r[2], 6), source=json.loads(r[1])) for r in rows]
+        with self._cache_lock:
+            if len(self._search_cache) >= 512:
+                self._search_cache.clear()
+            self._search_cache[key] = hits
+        return [hit.model_copy(deep=True) for hit in hits]
+
+    def clear_cache(self) -> None:
+        """Forget cached search results (benchmarks measure cold searches with it)."""
+        with self._cache_lock:
+            self._search_cache.clear()
+
+    def _invalidate(self, index: str) -> None:
+        with self._cache_lock:
+            for key in [k for k in self._search_cache if k[0] == index]:
+                del self._search_cache[key]
 
     def get(self, index: str, doc_id: str) -> dict[str, Any] | None:
         return self.get_many(index, [doc_id]).get(doc_id)
@@ -336,7 +360,7 @@ class SQLiteStore:
             chunk = ids[start : start + 500]
             rows = self._execute(
                 f"SELECT id, body FROM {index} WHERE id IN ({', '.join('?' for _ in chunk)})", chunk
-            ).fetchall()
+            )
             found.update({r[0]: json.loads(r[1]) for r in rows})
         return found
 
@@ -347,19 +371,19 @@ class SQLiteStore:
         where, params = self._filter_sql(filters)
         rows = self._execute(
             f"SELECT body FROM {index} WHERE {where} ORDER BY id LIMIT ?", [*params, int(limit)]
-        ).fetchall()
+        )
         return [json.loads(r[0]) for r in rows]
 
     def events(self, index: str, incident_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Events in insertion order, optionally for one incident."""
         self._check_index(index, EVENT_INDICES)
         if incident_id is None:
-            rows = self._execute(f"SELECT body FROM {index} ORDER BY rowid LIMIT ?", [limit]).fetchall()
+            rows = self._execute(f"SELECT body FROM {index} ORDER BY rowid LIMIT ?", [limit])
         else:
             rows = self._execute(
                 f"SELECT body FROM {index} WHERE incident_id = ? ORDER BY rowid LIMIT ?",
                 [incident_id, limit],
-            ).fetchall()
+            )
         return [json.loads(r[0]) for r in rows]
 
     def count(self, index: str, filters: Mapping[str, FilterValue] | None = None) -> int:
@@ -370,13 +394,13 @@ class SQLiteStore:
             raise InputError(f"index '{index}' cannot be filtered")
         else:
             where, params = "1", []
-        return int(self._execute(f"SELECT COUNT(*) FROM {index} WHERE {where}", params).fetchone()[0])
+        return int(self._execute(f"SELECT COUNT(*) FROM {index} WHERE {where}", params)[0][0])
 
     def policy_conflicts(self, service: str, action: str, severity: str) -> list[dict[str, Any]]:
         svc, act, sev = service.strip().lower(), action.strip().lower(), severity.strip().lower()
         rows = self._execute(
             "SELECT body FROM policies WHERE service IN (?, '*') ORDER BY id", [svc]
-        ).fetchall()
+        )
         conflicts = []
         for (body,) in rows:
             policy = json.loads(body)
@@ -389,7 +413,7 @@ class SQLiteStore:
     def known_actions(self) -> set[str]:
         rows = self._execute(
             "SELECT DISTINCT action FROM runbooks WHERE status = 'approved' AND action IS NOT NULL"
-        ).fetchall()
+        )
         return {r[0] for r in rows}
 
     def log_stats(
@@ -410,12 +434,12 @@ class SQLiteStore:
         total, e4, e5, avg_bytes = self._execute(
             f"SELECT COUNT(*), SUM(response >= 400), SUM(response >= 500), AVG(bytes) FROM logs WHERE {where}",
             params,
-        ).fetchone()
+        )[0]
         paths = self._execute(
             f"SELECT request, COUNT(*) AS c, SUM(response >= 500) FROM logs WHERE {where} AND response >= 400 "
             "GROUP BY request ORDER BY c DESC, request LIMIT ?",
             [*params, top_n],
-        ).fetchall()
+        )
         total = int(total or 0)
         errors = int(e4 or 0)
         return LogSummary(
@@ -433,6 +457,15 @@ class SQLiteStore:
 
     def index_documents(self, index: str, docs: Iterable[Mapping[str, Any]]) -> int:
         self._check_index(index, (*SEARCH_INDICES, "logs"))
+        count = 0
+        try:
+            count = self._index(index, docs)
+        finally:
+            if index != "logs":
+                self._invalidate(index)
+        return count
+
+    def _index(self, index: str, docs: Iterable[Mapping[str, Any]]) -> int:
         count = 0
         with self.atomic():
             conn = self._conn()
