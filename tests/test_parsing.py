@@ -31,3 +31,9 @@ def test_the_same_object_repeated_counts_once():
 def test_anything_else_is_rejected(text):
     with pytest.raises(ReplyParseError):
         extract_json_object(text)
+
+
+def test_a_fenced_object_plus_a_different_object_in_the_prose_is_ambiguous():
+    text = 'Plan:\n```json\n{"proposed_action": "a"}\n```\nOn second thought: {"proposed_action": "b"}'
+    with pytest.raises(ReplyParseError, match="2 different JSON objects"):
+        extract_json_object(text)

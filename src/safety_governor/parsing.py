@@ -33,8 +33,10 @@ def extract_json_object(text: str) -> dict[str, Any]:
         obj = _loads_object(block.strip())
         if obj is not None:
             candidates.append(obj)
-    if not candidates:
-        candidates = _scan_objects(stripped)
+        else:
+            candidates.extend(_scan_objects(block))
+    # Objects in the prose around the fences count too: a second, different object is ambiguous.
+    candidates.extend(_scan_objects(_FENCE.sub(" ", stripped)))
     unique = {json.dumps(c, sort_keys=True): c for c in candidates}
     if not unique:
         raise ReplyParseError("no JSON object found in the reply")

@@ -87,6 +87,8 @@ class OfflineAgent:
     def _plan(self, incident: Incident, tools: _TracingTools) -> str:
         query = f"{incident.summary} {incident.symptoms} {incident.pattern or ''}"
         hits = tools.call("search_runbooks", {"query": query, "service": incident.service, "top_k": 3})["hits"]
+        # A runbook learned from this very incident is not independent support for its plan.
+        hits = [h for h in hits if str(h.get("incident_id") or "").lower() != incident.id.lower()]
         if not hits:
             return f"No runbook matched service {incident.service}; I cannot propose a remediation."
         best = hits[0]
@@ -108,8 +110,10 @@ class OfflineAgent:
         contradicting: set[str] = set()
         for claim in plan.get("key_claims", []):
             hits = tools.call("search_evidence", {"query": claim, "service": incident.service, "top_k": 3})["hits"]
-            support = [h["id"] for h in hits if h["stance"] == "support"]
-            contra = [h["id"] for h in hits if h["stance"] == "contradict"]
+            # Only evidence about this action (or about no action in particular) bears on the plan.
+            relevant = [h for h in hits if not h.get("action") or h["action"].lower() == action.lower()]
+            support = [h["id"] for h in relevant if h["stance"] == "support"]
+            contra = [h["id"] for h in relevant if h["stance"] == "contradict"]
             contradicting.update(contra)
             claim_results.append({"claim": claim, "supporting_doc_ids": support, "contradicting_doc_ids": contra})
         check = tools.call(
