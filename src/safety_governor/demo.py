@@ -36,7 +36,7 @@ def run_demo(settings: Settings, scenarios: Path, console: Console | None = None
     console.print(Rule("Replaying scenarios (each in its own isolated store)"))
     with console.status("Replaying…"):
         results, summary = replay([scenarios], settings)
-    console.print(results_table(results))
+    console.print(results_table(results, compact=console.width < 110))
     console.print(summary_panel(summary, results))
     console.print(f"Audit trail: [bold]{settings.output_dir}[/]/*.jsonl")
     return 0 if summary["expectations_failed"] == 0 else 1
