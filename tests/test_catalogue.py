@@ -1,0 +1,113 @@
+"""The action catalogue (data/actions.json): typed, validated, and the one list executors accept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from safety_governor.catalogue import ActionCatalogue, CatalogueAction
+from safety_governor.config import DEFAULT_DATA_DIR
+from safety_governor.errors import InputError
+from safety_governor.knowledge import load_action_catalogue
+
+ACTIONS = DEFAULT_DATA_DIR / "actions.json"
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> ActionCatalogue:
+    return ActionCatalogue.load(ACTIONS)
+
+
+def _write(tmp_path: Path, actions: list[dict]) -> Path:
+    path = tmp_path / "actions.json"
+    path.write_text(json.dumps({"actions": actions}), encoding="utf-8")
+    return path
+
+
+def _action(**overrides) -> dict:
+    base = {"id": "restart_widget", "description": "Restart the widget.", "services": ["widget"],
+            "parameters": {"count": {"type": "integer", "description": "how many", "default": 1, "required": False}},
+            "reversible": False, "rollback_action": None, "risk": "low"}
+    return {**base, **overrides}
+
+
+def test_the_bundled_catalogue_has_every_action_typed_and_every_rollback_resolvable(catalogue):
+    assert len(catalogue) == 46
+    for action in catalogue:
+        assert isinstance(action, CatalogueAction)
+        if action.rollback_action:
+            assert catalogue.get(action.rollback_action) is not None
+    assert catalogue.get("RESTART_NGINX").id == "restart_nginx"
+    assert catalogue.ids() == sorted(catalogue.ids())
+
+
+def test_a_mistyped_default_is_reported_with_file_position_id_and_field(tmp_path):
+    path = _write(tmp_path, [_action(), _action(id="scale_widget", parameters={
+        "replicas": {"type": "integer", "default": "three", "required": False}})])
+    with pytest.raises(InputError) as err:
+        ActionCatalogue.load(path)
+    message = str(err.value)
+    assert str(path) in message and "actions[1]" in message and "scale_widget" in message
+    assert "parameters.replicas" in message
+
+
+def test_an_unknown_field_a_bad_risk_and_a_missing_rollback_target_are_each_rejected(tmp_path):
+    with pytest.raises(InputError, match=r"actions\[0\].*field 'colour'"):
+        ActionCatalogue.load(_write(tmp_path, [_action(colour="red")]))
+    with pytest.raises(InputError, match=r"field 'risk'"):
+        ActionCatalogue.load(_write(tmp_path, [_action(risk="extreme")]))
+    with pytest.raises(InputError, match="rollback_action.*undo_widget is not in the catalogue"):
+        ActionCatalogue.load(_write(tmp_path, [_action(reversible=True, rollback_action="undo_widget")]))
+
+
+def test_duplicate_ids_are_rejected_whatever_their_case(tmp_path):
+    with pytest.raises(InputError, match=r"actions\[1\].*duplicate action id restart_widget"):
+        ActionCatalogue.load(_write(tmp_path, [_action(), _action(id="Restart_Widget")]))
+
+
+def test_a_missing_file_is_an_error_unless_allowed_and_then_the_catalogue_is_empty(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        ActionCatalogue.load(tmp_path / "nope.json")
+    assert len(ActionCatalogue.load(tmp_path / "nope.json", missing_ok=True)) == 0
+
+
+def test_validate_parameters_fills_defaults_and_takes_the_service_from_context(catalogue):
+    assert catalogue.validate_parameters("throttle_traffic_and_tune_pool", None) == {
+        "traffic_percent": 70, "pool_max": 60}
+    assert catalogue.validate_parameters("throttle_traffic_and_tune_pool", {"pool_max": 80})["pool_max"] == 80
+    params = catalogue.validate_parameters("rollback_last_deploy", {}, context={"service": "checkout-web"})
+    assert params["service"] == "checkout-web"
+
+
+def test_validate_parameters_rejects_unknown_missing_and_mistyped_values(catalogue):
+    with pytest.raises(InputError, match="unknown parameter.*force"):
+        catalogue.validate_parameters("restart_api_pods", {"force": True})
+    with pytest.raises(InputError, match="parameter 'pop' \\(string\\) is required"):
+        catalogue.validate_parameters("shift_traffic_to_healthy_pop", {})
+    with pytest.raises(InputError, match="'max_unavailable' must be of type integer, got bool"):
+        catalogue.validate_parameters("restart_api_pods", {"max_unavailable": True})
+    with pytest.raises(InputError, match="'replicas' must be of type integer, got str"):
+        catalogue.validate_parameters("scale_api_replicas", {"replicas": "12"})
+    with pytest.raises(InputError, match="not in the action catalogue"):
+        catalogue.validate_parameters("reboot_the_internet", {})
+
+
+def test_applies_to_respects_service_lists_and_the_wildcard(catalogue):
+    assert catalogue.applies_to("restart_nginx", "elastic-downloads")
+    assert not catalogue.applies_to("restart_nginx", "payments-api")
+    assert catalogue.applies_to("rollback_last_deploy", "anything-at-all")
+    assert not catalogue.applies_to("reboot_the_internet", "payments-api")
+
+
+def test_load_action_catalogue_keeps_its_dict_shape_for_existing_callers():
+    legacy = load_action_catalogue(ACTIONS)
+    assert len(legacy) == 46 and legacy["restart_nginx"]["services"] == ["elastic-downloads"]
+    assert legacy["restart_nginx"]["id"] == "restart_nginx"
+
+
+def test_the_wired_governor_hands_the_catalogue_ids_to_the_gate(governor):
+    assert set(governor.actions.ids()) == set(governor.catalogue)
+    assert governor.pipeline.grounder.action_known("compact_ledger_segments") is False
+    assert governor.pipeline.grounder.action_known("Restart_Nginx") is True
