@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Seed the configured store from data/: the embedded SQLite store unless ELASTIC_URL is set.
+"""Seed the configured store from data/: Elasticsearch when ELASTIC_URL or ELASTIC_CLOUD_ID is
+set (with ELASTIC_API_KEY), else the embedded SQLite store.
 
-Idempotent (stable ids); a bad document stops the load with file, index and position, and
-nothing of that load is written. Options: --data FILE, --store PATH.
+On Elasticsearch it first creates every missing index with its mapping from mappings/, then
+bulk-loads with stable ids (re-running creates no duplicates) and prints the counts; a rejected
+document is reported on its own line (index/id: error type: reason), the load is undone, and the
+exit code is 1. A bad document in data/ stops the load before anything is written, naming file,
+index and position. Options: --data FILE, --store PATH (embedded store only).
 """
 
 import sys

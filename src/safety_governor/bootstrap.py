@@ -11,25 +11,27 @@ from typing import Any
 
 from .adapters.audit_jsonl import JsonlAudit
 from .adapters.executor_dryrun import DryRunExecutor
+from .adapters.executor_webhook import WebhookExecutor
 from .adapters.framework_scores import BundledScores, HostedScores
 from .adapters.store_sqlite import SQLiteStore
 from .agents.offline import OfflineAgent
+from .catalogue import ActionCatalogue
 from .config import GatePolicy, Settings, load_gate_policy
 from .errors import ConfigError
-from .knowledge import load_action_catalogue
 from .pipeline import ReliabilityLayerAgent
 from .ports import AgentBackend, AuditSink, Executor, ScoreProvider, Store, ToolPort
 from .tools import GovernorTools, LocalToolPort
 
-AGENT_BACKENDS = ("offline",)
+TOOL_TRANSPORTS = ("local", "mcp-inprocess")
+AGENT_BACKENDS = ("offline", "kibana", "openai")
 
 
 def open_store(settings: Settings) -> Store:
-    if settings.elastic_url:
-        raise ConfigError(
-            "ELASTIC_URL is set, but this build has no Elasticsearch store yet; "
-            "unset ELASTIC_URL to use the embedded store"
-        )
+    """Elasticsearch when ``ELASTIC_URL`` or ``ELASTIC_CLOUD_ID`` is set, else the embedded store."""
+    if settings.elastic_url or settings.elastic_cloud_id:
+        from .adapters.store_elastic import ElasticStore
+
+        return ElasticStore.from_settings(settings)
     return SQLiteStore(settings.resolved_store_path)
 
 
@@ -41,13 +43,58 @@ def build_scores(settings: Settings) -> ScoreProvider:
     return table
 
 
-def build_agent(settings: Settings) -> AgentBackend:
+def _require(backend: str, variables: dict[str, object]) -> None:
+    missing = [name for name, value in variables.items() if not value]
+    if missing:
+        raise ConfigError(f"AGENT_BACKEND={backend} needs {', '.join(missing)} (not set)")
+
+
+def build_agent(settings: Settings, *, audit: AuditSink | None = None) -> AgentBackend:
+    """``AGENT_BACKEND`` = offline (default) | kibana | openai; start-up errors name each missing variable."""
     if settings.agent_backend == "offline":
         return OfflineAgent(model=settings.agent_model)
+    from .agents._live import HttpPolicy
+
+    policy = HttpPolicy(connect_timeout=settings.agent_connect_timeout,
+                        read_timeout=settings.agent_read_timeout, max_retries=settings.agent_max_retries)
+    if settings.agent_backend == "kibana":
+        _require("kibana", {"ELASTIC_KIBANA_URL": settings.elastic_kibana_url,
+                            "ELASTIC_API_KEY": settings.elastic_api_key,
+                            "ELASTIC_AGENT_ID": settings.elastic_agent_id})
+        from .agents.kibana import KibanaAgent
+
+        assert settings.elastic_kibana_url and settings.elastic_api_key and settings.elastic_agent_id
+        return KibanaAgent(kibana_url=settings.elastic_kibana_url, api_key=settings.elastic_api_key,
+                           agent_id=settings.elastic_agent_id, model=settings.agent_model,
+                           connector_id=settings.elastic_connector_id, policy=policy, audit=audit)
+    if settings.agent_backend == "openai":
+        _require("openai", {"OPENAI_BASE_URL": settings.openai_base_url, "OPENAI_MODEL": settings.openai_model})
+        from .agents.openai_compat import OpenAICompatAgent
+
+        assert settings.openai_base_url and settings.openai_model
+        return OpenAICompatAgent(base_url=settings.openai_base_url, model=settings.openai_model,
+                                 api_key=settings.openai_api_key, policy=policy,
+                                 max_turns=settings.agent_max_turns)
     raise ConfigError(
-        f"AGENT_BACKEND={settings.agent_backend!r} is not available in this build "
+        f"AGENT_BACKEND={settings.agent_backend!r} is not available "
         f"(available: {', '.join(AGENT_BACKENDS)})"
     )
+
+
+def build_executor(settings: Settings, store: Store, actions: ActionCatalogue) -> Executor:
+    """``EXECUTOR=dry_run`` (the default) or ``webhook`` (needs the URL and the secret)."""
+    if settings.executor == "webhook":
+        if not settings.executor_webhook_url or settings.executor_webhook_secret is None:
+            missing = [name for name, value in (("EXECUTOR_WEBHOOK_URL", settings.executor_webhook_url),
+                                                ("EXECUTOR_WEBHOOK_SECRET", settings.executor_webhook_secret))
+                       if not value]
+            raise ConfigError(f"EXECUTOR=webhook needs {', '.join(missing)}")
+        return WebhookExecutor(
+            store, actions, url=settings.executor_webhook_url, secret=settings.executor_webhook_secret,
+            timeout=settings.executor_webhook_timeout, connect_timeout=settings.executor_webhook_connect_timeout,
+            retries=settings.executor_webhook_retries,
+        )
+    return DryRunExecutor(store, actions)
 
 
 @dataclass
@@ -65,6 +112,7 @@ class Governor:
     executor: Executor
     catalogue: dict[str, dict[str, Any]]
     pipeline: ReliabilityLayerAgent
+    actions: ActionCatalogue = field(default_factory=lambda: ActionCatalogue([]))
     _owned: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -82,9 +130,16 @@ def build(
     scores: ScoreProvider | None = None,
     tool_port: ToolPort | None = None,
     policy: GatePolicy | None = None,
+    tool_transport: str = "local",
 ) -> Governor:
+    """Wire the application. ``tool_transport`` picks how the agents reach the tools when no
+    ``tool_port`` is given: ``local`` (direct calls) or ``mcp-inprocess`` (an MCP client session
+    on an in-process MCP server over this governor, the same surface external agents use)."""
+    if tool_transport not in TOOL_TRANSPORTS:
+        raise ConfigError(f"tool transport {tool_transport!r} is not one of {', '.join(TOOL_TRANSPORTS)}")
     settings = settings or Settings.from_env()
     policy = policy or load_gate_policy(settings.gate_policy_path)
+    actions = ActionCatalogue.load(settings.data_dir / "actions.json", missing_ok=True)
     owned: list[Any] = []
     if store is None:
         store = open_store(settings)
@@ -92,14 +147,33 @@ def build(
     scores = scores or build_scores(settings)
     audit = audit or JsonlAudit(settings.output_dir)
     tools = GovernorTools(store, scores)
+    explicit_port = tool_port is not None
     tool_port = tool_port or LocalToolPort(tools, audit)
-    agent = agent or build_agent(settings)
-    executor = executor or DryRunExecutor(store)
-    catalogue = load_action_catalogue(settings.data_dir / "actions.json")
+    agent = agent or build_agent(settings, audit=audit)
+    if executor is None:
+        executor = build_executor(settings, store, actions)
+        if hasattr(executor, "close"):
+            owned.append(executor)
+    catalogue = actions.as_dicts()
     pipeline = ReliabilityLayerAgent(
         store=store, agent=agent, tools=tool_port, scores=scores, audit=audit, executor=executor,
-        policy=policy, catalogue=catalogue,
+        policy=policy, catalogue=catalogue, actions=actions,
     )
-    return Governor(settings=settings, policy=policy, store=store, tools=tools, tool_port=tool_port, agent=agent,
-                    scores=scores, audit=audit, executor=executor, catalogue=catalogue, pipeline=pipeline,
-                    _owned=owned)
+    governor = Governor(settings=settings, policy=policy, store=store, tools=tools, tool_port=tool_port,
+                        agent=agent, scores=scores, audit=audit, executor=executor, catalogue=catalogue,
+                        pipeline=pipeline, actions=actions, _owned=owned)
+    if tool_transport == "mcp-inprocess" and not explicit_port:
+        use_mcp_tool_port(governor)
+    return governor
+
+
+def use_mcp_tool_port(governor: Governor) -> ToolPort:
+    """Route the pipeline's tool calls through an in-process MCP client session, on an MCP server
+    built over ``governor``; the session closes with the governor, before its store."""
+    from .mcp_client import in_process_port
+
+    port = in_process_port(governor)
+    governor.tool_port = port
+    governor.pipeline.tools = port
+    governor._owned.insert(0, port)
+    return port

@@ -41,7 +41,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(json.dumps({"results": [r.model_dump(mode="json") for r in results], "summary": summary}, indent=2))
     else:
         console = Console()
-        console.print(results_table(results))
+        console.print(results_table(results, compact=console.width < 110))
         console.print(summary_panel(summary, results))
     return EXIT_OK if summary["expectations_failed"] == 0 else EXIT_FAILED
 
@@ -54,16 +54,38 @@ def cmd_seed(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else settings.data_dir / "sample_data.json"
     knowledge = load_knowledge_file(data)
     store = open_store(settings)
+    console = Console()
+    target = str(settings.resolved_store_path)
     try:
+        if settings.elastic_url or settings.elastic_cloud_id:
+            knowledge, target = _prepare_elastic(store, knowledge, console)
         report = seed_store(store, knowledge, source=str(data))
         totals = {index: store.count(index) for index in report.counts}
+    except GovernorError as exc:
+        # Per-document errors (Elasticsearch bulk), one line each; nothing of the load was kept.
+        for failure in getattr(exc, "failures", []):
+            print(f"error: {failure['index']}/{failure['id']}: {failure['type']}: {failure['reason']}",
+                  file=sys.stderr)
+        raise
     finally:
         store.close()
-    console = Console()
-    console.print(f"Seeded [bold]{settings.resolved_store_path}[/] from {data}")
+    console.print(f"Seeded [bold]{target}[/] from {data}")
     for index, n in report.counts.items():
         console.print(f"  {index:<10} {n:>6} loaded   {totals[index]:>7} in store")
     return EXIT_OK
+
+
+def _prepare_elastic(store: object, knowledge: dict, console: Console) -> tuple[dict, str]:
+    """Create missing indices from mappings/; a Kibana sample-data stream is read as is, not loaded."""
+    from .adapters.store_elastic import ElasticStore
+
+    assert isinstance(store, ElasticStore)
+    for logical, name, state in store.ensure_indices():
+        console.print(f"  index {name:<28} {state}")
+        if logical == "logs" and state == "data stream" and knowledge.get("logs"):
+            console.print(f"  {name} is a data stream (Kibana sample data): logs not loaded, it is read as is")
+            knowledge = {**knowledge, "logs": []}
+    return knowledge, f"Elasticsearch at {store.location}"
 
 
 def cmd_contracts(args: argparse.Namespace) -> int:
@@ -91,6 +113,8 @@ def cmd_assess(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     scenario = load_scenario(Path(args.path))
+    if getattr(args, "live", False):
+        return _assess_live(settings, scenario.incident, as_json=args.json)
     result = run_scenario(scenario, load_knowledge_file(settings.data_dir / "sample_data.json"), settings)
     if args.json:
         print(json.dumps(result.model_dump(mode="json"), indent=2))
@@ -101,10 +125,101 @@ def cmd_assess(args: argparse.Namespace) -> int:
     return EXIT_OK if result.expectations_met is not False else EXIT_FAILED
 
 
+def _assess_live(settings: Settings, incident: object, *, as_json: bool) -> int:
+    """One incident through the configured store and agent backend (live mode), claimed first so
+    two governors never process it twice; blocked incidents stay pending for a human."""
+    import os
+    import socket
+
+    from .approvals import ApprovalPolicy
+    from .bootstrap import build
+    from .models import Incident
+
+    assert isinstance(incident, Incident)
+    governor = build(settings)
+    try:
+        if not governor.store.claim_incident(incident, f"{socket.gethostname()}:{os.getpid()}"):
+            raise InputError(f"incident {incident.id} is already claimed: another governor has processed it")
+        record = governor.pipeline.run(incident, approvals=ApprovalPolicy.of(settings.approvers, settings.overriders))
+    finally:
+        governor.close()
+    if as_json:
+        print(json.dumps(record.model_dump(mode="json"), indent=2))
+        return EXIT_OK
+    console = Console()
+    gate = record.gate
+    console.print(f"[bold]{incident.id}[/] {incident.service} ({incident.severity}) via {record.agent_backend} "
+                  f"agent, model {record.model}")
+    console.print(f"  proposed action  {gate.proposed_action or '-'}")
+    console.print(f"  decision         {gate.decision}  {', '.join(gate.rule_ids) or 'all checks passed'}")
+    for reason in gate.reasons:
+        console.print(f"    {reason.rule_id}: {reason.message}", markup=False)
+    for error in (record.plan_error, record.stress_error):
+        if error:
+            console.print(f"  agent output     {error}", markup=False)
+    console.print(f"  final state      {record.final_state}  (tool calls: {record.tool_calls})")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(_settings(args), Path(args.scenarios))
+
+
+def cmd_mcp(args: argparse.Namespace) -> int:
+    import os
+
+    from .mcp_server import serve
+
+    return serve(_settings(args), http=args.http, host=args.host, port=args.port, path=args.path,
+                 environ=os.environ, log_level=args.log_level)
+
+
+def cmd_runbooks(args: argparse.Namespace) -> int:
+    """Review learned runbook entries on the configured store."""
+    from .adapters.audit_jsonl import JsonlAudit
+    from .bootstrap import open_store
+    from .learning import approve_runbook, review_queue, revoke_runbook
+
+    settings = _settings(args)
+    user = (args.user or settings.local_user).strip()
+    if args.action in ("approve", "revoke"):
+        if not args.id:
+            raise InputError(f"runbooks {args.action} needs a runbook ID")
+        if user not in settings.approvers and user not in settings.overriders:
+            raise InputError(f"{user} is not a configured approver (GOVERNOR_APPROVERS)")
+    elif args.id:
+        raise InputError("runbooks review takes no ID")
+    store = open_store(settings)
+    try:
+        if args.action == "review":
+            entries = review_queue(store)
+            if args.json:
+                print(json.dumps(entries, indent=2, default=str))
+                return EXIT_OK
+            console = Console()
+            if not entries:
+                console.print("No learned runbook entries are waiting for review.")
+            for doc in entries:
+                console.print(f"[bold]{doc['id']}[/]  {doc.get('service')}  action {doc.get('recommended_action')}  "
+                              f"from {doc.get('incident_id')} (decision {doc.get('decision_id')}, "
+                              f"source {doc.get('source')})", highlight=False)
+                console.print(f"  {doc.get('title')}", highlight=False, markup=False)
+                console.print(f"  {doc.get('body')}", highlight=False, markup=False)
+            return EXIT_OK
+        audit = JsonlAudit(settings.output_dir)
+        if args.action == "approve":
+            doc = approve_runbook(store, args.id, user, audit=audit)
+        else:
+            doc = revoke_runbook(store, args.id, user, reason=args.reason or "", audit=audit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        print(f"{doc['id']} is now {doc['status']} (by {user})")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("seed", help="seed the configured store from data/ (same as load_to_elastic.py)",
                        description="Load data/sample_data.json into the configured store, idempotently. "
+                                   "With ELASTIC_URL or ELASTIC_CLOUD_ID set: create missing indices from "
+                                   "mappings/, bulk-load with stable ids, print per-document errors (exit 1). "
                                    "Example: python -m safety_governor seed --store output/governor.db")
     p.add_argument("--data", help="knowledge file (default: data/sample_data.json)")
     p.add_argument("--store", help="embedded store file (default: output/governor.db)")
@@ -140,11 +257,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="incident or scenario JSON file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--data-dir", help="knowledge folder (default: data/)")
+    p.add_argument("--live", action="store_true",
+                   help="use the configured store and agent backend (ELASTIC_URL, AGENT_BACKEND) instead of an "
+                        "isolated replay; the incident is claimed first and runs once")
     p.set_defaults(func=cmd_assess)
 
     p = sub.add_parser("demo", help="seed the embedded store and replay scenarios/ with a readable report")
     p.add_argument("--scenarios", default="scenarios", help="scenario folder (default: scenarios/)")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("mcp", help="serve the tools over MCP: stdio, or streamable HTTP with --http",
+                       description="Serve the nine tools over MCP. stdio by default (logs on stderr); --http "
+                                   "serves streamable HTTP at http://HOST:PORT/mcp and, when MCP_SERVER_TOKEN is "
+                                   "set, requires 'Authorization: Bearer <token>'. Without a token only a loopback "
+                                   "host is allowed. Example: python -m safety_governor mcp --http --port 8010")
+    p.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8010, help="HTTP port (default: 8010)")
+    p.add_argument("--path", default="/mcp", help="HTTP endpoint path (default: /mcp)")
+    p.add_argument("--store", help="embedded store file (default: output/governor.db)")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
+                   help="server log level, on stderr (default: warning)")
+    p.set_defaults(func=cmd_mcp)
+    p = sub.add_parser("runbooks", help="review learned runbook entries: review | approve ID | revoke ID",
+                       description="Learned runbook entries wait as pending_review and are not used as plans "
+                                   "or evidence until a configured approver approves them; revoking takes an "
+                                   "entry out of retrieval. Example: python -m safety_governor runbooks approve "
+                                   "rbk-learned-0123abcd4567 --user oncall")
+    p.add_argument("action", choices=("review", "approve", "revoke"), help="what to do")
+    p.add_argument("id", nargs="?", help="runbook id (approve, revoke)")
+    p.add_argument("--user", help="reviewer (default: GOVERNOR_LOCAL_USER); must be a configured approver")
+    p.add_argument("--reason", help="why (revoke)")
+    p.add_argument("--store", help="embedded store file (default: output/governor.db)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_runbooks)
     return parser
 
 

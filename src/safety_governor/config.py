@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -21,6 +23,17 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GATE_POLICY_PATH = PROJECT_ROOT / "config" / "gate_policy.json"
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "output"
+# Logical index -> default Elasticsearch index (the seed's names); ELASTIC_INDEX_<LOGICAL> overrides.
+ELASTIC_INDEXES: dict[str, str] = {
+    "runbooks": "runbooks-demo",
+    "evidence": "evidence-demo",
+    "policies": "policies-demo",
+    "incidents": "incidents-demo",
+    "logs": "kibana_sample_data_logs",
+    "workflow_events": "workflow_events",
+    "action_executions": "action_executions",
+    "incident_claims": "incident_claims",
+}
 
 
 class GatePolicy(BaseModel):
@@ -39,7 +52,7 @@ class GatePolicy(BaseModel):
     full_context_severities: tuple[str, ...] = ("high", "critical")
     evidence_top_k: int = Field(3, ge=1, le=50)
 
-    @property
+    @cached_property
     def config_hash(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -95,6 +108,54 @@ class Settings(BaseModel):
     framework_api_timeout: float = 3.0
     elastic_url: str | None = None
     elastic_api_key: SecretStr | None = None
+    # Live Elastic path (issue 5): Elasticsearch store, Kibana Agent Builder, OpenAI-compatible LLM.
+    elastic_cloud_id: str | None = None
+    elastic_ca_certs: Path | None = None
+    elastic_request_timeout: float = Field(10.0, gt=0, le=600)
+    elastic_max_retries: int = Field(3, ge=0, le=10)
+    # Per logical index overrides of the physical index name, e.g. (("runbooks", "rb-prod"),).
+    elastic_indices: tuple[tuple[str, str], ...] = ()
+    elastic_semantic_field: str | None = None
+    elastic_kibana_url: str | None = None
+    elastic_agent_id: str | None = None
+    elastic_connector_id: str | None = None
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_model: str | None = None
+    agent_connect_timeout: float = Field(5.0, gt=0, le=120)
+    agent_read_timeout: float = Field(300.0, gt=0, le=1800)
+    agent_max_retries: int = Field(3, ge=0, le=10)
+    agent_max_turns: int = Field(8, ge=1, le=50)
+    # Execution (issue 7): dry_run renders and records; webhook POSTs signed actions.
+    executor: Literal["dry_run", "webhook"] = "dry_run"
+    executor_webhook_url: str | None = None
+    executor_webhook_secret: SecretStr | None = None
+    executor_webhook_timeout: float = Field(5.0, gt=0, le=120)
+    executor_webhook_connect_timeout: float = Field(3.0, gt=0, le=60)
+    executor_webhook_retries: int = Field(2, ge=0, le=10)
+    # Verification after execution: watch the service's error rate for a bounded window.
+    verify_window_seconds: float = Field(10.0, ge=0, le=3600)
+    verify_poll_seconds: float = Field(1.0, gt=0, le=300)
+    verify_error_rate_threshold: float = Field(0.10, ge=0, le=1)
+    # Slack approvals (issue 6): Web API with the bot token; Socket Mode (buttons) with the app token.
+    slack_bot_token: SecretStr | None = None
+    slack_channel: str | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = None
+    slack_approvers: tuple[str, ...] = ()
+    slack_overriders: tuple[str, ...] = ()
+    slack_admin_user_id: str | None = None
+    slack_poll_seconds: float = Field(30.0, gt=0, le=3600)
+    slack_catchup_poll_seconds: float = Field(300.0, gt=0, le=86400)
+    slack_max_backoff_seconds: float = Field(300.0, gt=0, le=86400)
+    # Jira tickets (issue 6): REST API v2 with an email + API token (Jira Cloud).
+    jira_url: str | None = None
+    jira_email: str | None = None
+    jira_api_token: SecretStr | None = None
+    jira_project_key: str | None = Field(None, pattern=r"^[A-Z][A-Z0-9_]{0,49}$")
+    jira_issue_type: str = "Task"
+    jira_timeout: float = Field(10.0, gt=0, le=300)
+    jira_retry_seconds: float = Field(60.0, gt=0, le=86400)
 
     @property
     def resolved_store_path(self) -> Path:
@@ -117,6 +178,45 @@ class Settings(BaseModel):
             "EECT_API_URL": "eect_api_url",
             "ELASTIC_URL": "elastic_url",
             "ELASTIC_API_KEY": "elastic_api_key",
+            "ELASTIC_CLOUD_ID": "elastic_cloud_id",
+            "ELASTIC_CA_CERTS": "elastic_ca_certs",
+            "ELASTIC_REQUEST_TIMEOUT": "elastic_request_timeout",
+            "ELASTIC_MAX_RETRIES": "elastic_max_retries",
+            "ELASTIC_SEMANTIC_FIELD": "elastic_semantic_field",
+            "ELASTIC_KIBANA_URL": "elastic_kibana_url",
+            "ELASTIC_AGENT_ID": "elastic_agent_id",
+            "ELASTIC_CONNECTOR_ID": "elastic_connector_id",
+            "OPENAI_BASE_URL": "openai_base_url",
+            "OPENAI_API_KEY": "openai_api_key",
+            "OPENAI_MODEL": "openai_model",
+            "AGENT_CONNECT_TIMEOUT": "agent_connect_timeout",
+            "AGENT_READ_TIMEOUT": "agent_read_timeout",
+            "AGENT_MAX_RETRIES": "agent_max_retries",
+            "AGENT_MAX_TURNS": "agent_max_turns",
+            "EXECUTOR": "executor",
+            "EXECUTOR_WEBHOOK_URL": "executor_webhook_url",
+            "EXECUTOR_WEBHOOK_SECRET": "executor_webhook_secret",
+            "EXECUTOR_WEBHOOK_TIMEOUT": "executor_webhook_timeout",
+            "EXECUTOR_WEBHOOK_CONNECT_TIMEOUT": "executor_webhook_connect_timeout",
+            "EXECUTOR_WEBHOOK_RETRIES": "executor_webhook_retries",
+            "VERIFY_WINDOW_SECONDS": "verify_window_seconds",
+            "VERIFY_POLL_SECONDS": "verify_poll_seconds",
+            "VERIFY_ERROR_RATE_THRESHOLD": "verify_error_rate_threshold",
+            "SLACK_BOT_TOKEN": "slack_bot_token",
+            "SLACK_CHANNEL": "slack_channel",
+            "SLACK_APP_TOKEN": "slack_app_token",
+            "SLACK_API_URL": "slack_api_url",
+            "SLACK_ADMIN_USER_ID": "slack_admin_user_id",
+            "SLACK_POLL_SECONDS": "slack_poll_seconds",
+            "SLACK_CATCHUP_POLL_SECONDS": "slack_catchup_poll_seconds",
+            "SLACK_MAX_BACKOFF_SECONDS": "slack_max_backoff_seconds",
+            "JIRA_URL": "jira_url",
+            "JIRA_EMAIL": "jira_email",
+            "JIRA_API_TOKEN": "jira_api_token",
+            "JIRA_PROJECT_KEY": "jira_project_key",
+            "JIRA_ISSUE_TYPE": "jira_issue_type",
+            "JIRA_TIMEOUT": "jira_timeout",
+            "JIRA_RETRY_SECONDS": "jira_retry_seconds",
         }
         for var, field in simple.items():
             if env.get(var):
@@ -126,6 +226,14 @@ class Settings(BaseModel):
         values["overriders"] = _csv(env.get("GOVERNOR_OVERRIDERS")) or (local_user,)
         if env.get("FRAMEWORK_API_TIMEOUT"):
             values["framework_api_timeout"] = env["FRAMEWORK_API_TIMEOUT"]
+        # Slack user ids (U…), comma-separated; no default: in live mode nobody approves until set.
+        values["slack_approvers"] = _csv(env.get("SLACK_APPROVERS"))
+        values["slack_overriders"] = _csv(env.get("SLACK_OVERRIDERS"))
+        # ELASTIC_INDEX_RUNBOOKS=rb-prod etc.: one variable per logical index (ELASTIC_INDEXES below).
+        values["elastic_indices"] = tuple(
+            (index, env[var].strip()) for index in ELASTIC_INDEXES
+            if (var := f"ELASTIC_INDEX_{index.upper()}") in env and env[var].strip()
+        )
         try:
             return cls.model_validate(values)
         except ValidationError as exc:

@@ -9,6 +9,7 @@
     ├── ToolCallError         an MCP/SRE tool call failed
     ├── AuditWriteError       the audit trail could not be written: nothing may execute
     ├── ApprovalChannelError  the approval channel (inbox, Slack) failed
+    ├── TicketError           the ticket system (local, Jira) failed
     └── ExecutionRefused      an executor refused to run an action
 
 Adapters translate vendor exceptions into these (``raise StoreError(...) from exc``), so the
@@ -52,6 +53,10 @@ class AuditWriteError(GovernorError):
 
 class ApprovalChannelError(GovernorError):
     """The approval channel failed."""
+
+
+class TicketError(GovernorError):
+    """The ticket system failed (Jira unreachable, refused, or misconfigured)."""
 
 
 class ExecutionRefused(GovernorError):

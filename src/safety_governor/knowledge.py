@@ -143,16 +143,8 @@ def seed_store(
 
 
 def load_action_catalogue(path: Path) -> dict[str, dict[str, Any]]:
-    """The action catalogue (``data/actions.json``), keyed by lower-cased action id."""
-    if not Path(path).exists():
-        return {}
-    raw = read_json(path)
-    actions = raw.get("actions") if isinstance(raw, Mapping) else None
-    if not isinstance(actions, list):
-        raise InputError(f"{path}: expected an object with an 'actions' list")
-    catalogue: dict[str, dict[str, Any]] = {}
-    for position, action in enumerate(actions):
-        if not isinstance(action, Mapping) or not isinstance(action.get("id"), str) or not action["id"].strip():
-            raise InputError(f"{path}: actions[{position}]: field 'id': a non-empty string is required")
-        catalogue[action["id"].strip().lower()] = dict(action)
-    return catalogue
+    """The action catalogue (``data/actions.json``), keyed by lower-cased action id, validated
+    by ``catalogue.ActionCatalogue`` (errors name the file, the position and the field)."""
+    from .catalogue import ActionCatalogue  # lazily: catalogue imports read_json from here
+
+    return ActionCatalogue.load(Path(path), missing_ok=True).as_dicts()

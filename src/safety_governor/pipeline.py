@@ -16,8 +16,11 @@ from pydantic import ValidationError
 
 from . import gate as gate_rules
 from .approvals import ApprovalPolicy, ApprovalSession, refusal_explanation
+from .catalogue import ActionCatalogue
 from .config import GatePolicy, describe_validation_error
 from .errors import AgentBackendError, AuditWriteError, ExecutionRefused, GovernorError, StoreError
+from .incident_state import NO_EXECUTION_STATES, current_state, record_state
+from .learning import RunbookWriter, learn_runbook
 from .models import (
     ClaimEvidence,
     ClaimReport,
@@ -36,6 +39,7 @@ from .models import (
 from .parsing import ReplyParseError, extract_json_object
 from .ports import AgentBackend, AuditSink, Executor, ScoreProvider, Store, ToolPort
 from .prompts import render
+from .verification import VerificationResult, verify_recovery
 
 PLAN_FIELDS = ("proposed_action", "rationale", "key_claims", "confidence_initial", "retrieved_context_ids")
 
@@ -81,9 +85,17 @@ class Grounder:
         self.policy = policy
         self.catalogue = {normalise_action(a) for a in catalogue}
 
-    def action_known(self, action: str) -> bool:
+    def action_known(self, action: str, incident_id: str | None = None) -> bool:
+        """In the catalogue, or the action of an approved runbook. A runbook learned from
+        ``incident_id`` itself does not count for that incident (it is not independent)."""
         act = normalise_action(action)
-        return act in self.catalogue or act in self.store.known_actions()
+        if act in self.catalogue:
+            return True
+        if incident_id is None:
+            return act in self.store.known_actions()
+        own = incident_id.strip().lower()
+        return any(str(doc.get("incident_id") or "").strip().lower() != own
+                   for doc in self.store.find("runbooks", {"action": act, "status": "approved"}, limit=50))
 
     def ground(
         self,
@@ -174,7 +186,7 @@ class Grounder:
             position_after_stress=report.position_after_stress if report else "",
             live_logs=live_logs,
             framework_scores=scores,
-            action_known=self.action_known(action),
+            action_known=self.action_known(action, incident.id),
             agent_report_valid=report is not None,
         )
 
@@ -229,6 +241,7 @@ class ReliabilityLayerAgent:
         executor: what runs a passed or approved action (dry run by default).
         policy: the gate's versioned thresholds.
         catalogue: action ids from the action catalogue (besides runbook actions).
+        actions: the typed action catalogue (verification reads rollback actions from it).
     """
 
     def __init__(
@@ -242,6 +255,7 @@ class ReliabilityLayerAgent:
         executor: Executor,
         policy: GatePolicy,
         catalogue: Iterable[str] = (),
+        actions: ActionCatalogue | None = None,
     ) -> None:
         self.store = store
         self.agent = agent
@@ -251,6 +265,7 @@ class ReliabilityLayerAgent:
         self.executor = executor
         self.policy = policy
         self.grounder = Grounder(store, policy, catalogue)
+        self.actions = actions
 
     # --- phases --------------------------------------------------------------------------
 
@@ -319,6 +334,7 @@ class ReliabilityLayerAgent:
             "kind": "gate_decision", "incident_id": a.incident.id, "decision_id": g.decision_id,
             "decision": g.decision, "rule_ids": list(g.rule_ids), "approval_required": g.approval_required,
             "proposed_action": g.proposed_action, "config_hash": g.config_hash, "at": _now().isoformat(),
+            "preview": self.preview(a),
         }
         self.audit.record("workflow_events", event)
         self.audit.record("reliability_metrics", {
@@ -351,10 +367,68 @@ class ReliabilityLayerAgent:
         self.audit.record("workflow_events", body)
         self.store.append_event("workflow_events", body)
 
-    def execute(self, a: Assessment, session: ApprovalSession) -> ExecutionRecord | None:
-        """Execute if the gate passed or a human authorised it. The decision record must already
-        be written; returns ``None`` when nothing may run."""
+    def preview(self, a: Assessment, parameters: Mapping[str, Any] | None = None) -> str:
+        """What the executor would do for this assessment (shown in approval requests)."""
+        if not a.gate.proposed_action:
+            return "nothing to execute: the plan proposed no action"
+        try:
+            return self.executor.preview(a.incident, a.gate, parameters)
+        except (GovernorError, AttributeError, TypeError) as exc:
+            return f"no preview available ({type(exc).__name__})"
+
+    def recheck(self, a: Assessment) -> list[str]:
+        """Reasons, read again just before executing, why the action must not run now.
+
+        * A policy that blocks (service, action, severity) now and did not at gate time stops
+          the action even when a human approved or overrode: that human decided without it, so
+          a fresh decision is needed. A conflict the gate already reported (and a human then
+          approved or overrode knowingly) does not stop it again.
+        * An incident recorded as ``rejected`` or ``resolved`` meanwhile (``incident_state``
+          events, or a REJECT from any channel) stops it.
+        * A store that cannot answer stops it (fail closed).
+        """
+        return self._recheck(a)[0]
+
+    def _recheck(self, a: Assessment) -> tuple[list[str], str | None]:
+        action = normalise_action(a.gate.proposed_action or "")
+        try:
+            conflicts = [str(p["id"]) for p in
+                         self.store.policy_conflicts(a.incident.service, action, a.incident.severity)]
+            state = current_state(self.store, a.incident.id)
+        except (GovernorError, AttributeError) as exc:
+            return [f"cannot re-read policies and incident state: {exc}"], None
+        reasons = []
+        new = [p for p in conflicts if p not in set(a.gate.policy_conflicts)]
+        if new:
+            reasons.append(f"policy {', '.join(new)} now blocks {action} for {a.incident.service} at "
+                           f"{a.incident.severity} (added after the gate decided)")
+        if state in NO_EXECUTION_STATES:
+            reasons.append(f"incident {a.incident.id} was {state} meanwhile")
+        return reasons, state
+
+    def execute(
+        self, a: Assessment, session: ApprovalSession, *, parameters: Mapping[str, Any] | None = None
+    ) -> ExecutionRecord | None:
+        """Execute if the gate passed or a human authorised it, and the execute-time re-check
+        (``recheck``) still allows it. The decision record must already be written; returns
+        ``None`` when nothing may run. A re-check block is audited
+        (``execution_recheck_blocked``) and re-escalates the incident (state ``escalated``,
+        unless it was rejected or resolved)."""
         if not session.may_execute or session.authorised_by is None:
+            return None
+        blocked, state = self._recheck(a)
+        if blocked:
+            event = {"kind": "execution_recheck_blocked", "incident_id": a.incident.id,
+                     "decision_id": a.gate.decision_id, "action": a.gate.proposed_action,
+                     "authorised_by": session.authorised_by, "reasons": blocked, "at": _now().isoformat()}
+            self.audit.record("workflow_events", event)
+            try:
+                self.store.append_event("workflow_events", event)
+                if state not in NO_EXECUTION_STATES:
+                    record_state(self.store, a.incident.id, "escalated", by="governor", reason="; ".join(blocked),
+                                 decision_id=a.gate.decision_id, audit=self.audit)
+            except StoreError:
+                pass  # the audit trail has it; nothing runs either way
             return None
         # Principle 4: the authorisation is in the trail before anything runs (raises if not).
         self.audit.record("workflow_events", {
@@ -362,7 +436,8 @@ class ReliabilityLayerAgent:
             "action": a.gate.proposed_action, "authorised_by": session.authorised_by,
             "override_reason": session.override_reason, "at": _now().isoformat()})
         try:
-            record = self.executor.execute(a.incident, a.gate, authorised_by=session.authorised_by)
+            extra = {"parameters": parameters} if parameters else {}
+            record = self.executor.execute(a.incident, a.gate, authorised_by=session.authorised_by, **extra)
         except ExecutionRefused as exc:
             self.audit.record("workflow_events", {"kind": "execution_refused", "incident_id": a.incident.id,
                                                   "decision_id": a.gate.decision_id, "reason": str(exc)})
@@ -370,6 +445,34 @@ class ReliabilityLayerAgent:
         self.audit.record("workflow_events", {"kind": "execution", "incident_id": a.incident.id,
                                               **record.model_dump(mode="json")})
         return record
+
+    def verify(self, a: Assessment, execution: ExecutionRecord, **options: Any) -> VerificationResult:
+        """Watch the telemetry after ``execution`` (``verification.verify_recovery`` with
+        ``options``), then record the incident ``resolved`` or ``escalated`` (audited event
+        ``verification``)."""
+        options.setdefault("catalogue", self.actions)
+        record_state(self.store, a.incident.id, "verifying", by="governor",
+                     reason=f"watching after {execution.action}", decision_id=a.gate.decision_id, audit=self.audit)
+        result = verify_recovery(self.store, a.incident, action=execution.action, executed_at=execution.at,
+                                 **options)
+        event = {"kind": "verification", "incident_id": a.incident.id, "decision_id": a.gate.decision_id,
+                 "execution_id": execution.execution_id, **result.model_dump(mode="json", exclude={"samples"}),
+                 "samples": len(result.samples), "next_step": result.next_step}
+        self.audit.record("workflow_events", event)
+        self.store.append_event("workflow_events", event)
+        record_state(self.store, a.incident.id, "resolved" if result.resolved else "escalated", by="governor",
+                     reason=result.reason, decision_id=a.gate.decision_id, audit=self.audit)
+        return result
+
+    def learn(
+        self, a: Assessment, execution: ExecutionRecord, verification: VerificationResult,
+        *, writer: RunbookWriter | None = None,
+    ) -> dict[str, Any] | None:
+        """After a verified resolution, index a ``pending_review`` runbook entry; else ``None``."""
+        if not verification.resolved:
+            return None
+        return learn_runbook(self.store, a.incident, a.gate, execution, verification, writer=writer,
+                             audit=self.audit)
 
     def run(
         self,

@@ -5,7 +5,7 @@ The core (models, gate, pipeline) imports only these protocols, never a vendor c
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -99,6 +99,20 @@ class Store(Protocol):
 
     def count(self, index: str, filters: Mapping[str, FilterValue] | None = None) -> int: ...
 
+    def events(
+        self,
+        index: str,
+        incident_id: str | None = None,
+        limit: int = 1000,
+        *,
+        kind: FilterValue | None = None,
+    ) -> list[dict[str, Any]]:
+        """Records of ``workflow_events`` or ``action_executions`` in insertion order, optionally
+        only one incident's (the execute-time re-check reads the incident's state from them) and
+        only of the given ``kind`` (exact match; a sequence means "any of"). The approval
+        bookkeeping (``approval_state``) reads its own kinds across incidents this way."""
+        ...
+
     def claim_incident(self, incident: Incident, owner: str) -> bool:
         """Record the incident and claim it for ``owner``; False if already claimed."""
         ...
@@ -176,18 +190,85 @@ class AuditSink(Protocol):
 
 
 class Executor(Protocol):
+    """Runs a remediation action from the action catalogue: ``dry_run`` (the default) or
+    ``webhook``. Executors refuse what the gate did not pass and no human authorised, actions
+    outside the catalogue or not applicable to the incident's service, and parameters the
+    catalogue does not accept."""
+
     name: str
 
-    def execute(
-        self, incident: Incident, gate: GateOutput, *, authorised_by: str
-    ) -> ExecutionRecord:
-        """Run (or, for a dry run, render and record) the gate's ``proposed_action``.
+    def preview(
+        self, incident: Incident, gate: GateOutput, parameters: Mapping[str, Any] | None = None
+    ) -> str:
+        """Exactly what ``execute`` would do, as one deterministic text (shown in approval
+        requests). Never runs anything and never raises for a bad action: the text says why
+        it would be refused."""
+        ...
 
-        Raises ``ExecutionRefused`` if the gate did not pass the action and nobody authorised it.
+    def execute(
+        self,
+        incident: Incident,
+        gate: GateOutput,
+        *,
+        authorised_by: str,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> ExecutionRecord:
+        """Run (or, for a dry run, render and record) the gate's ``proposed_action`` with the
+        catalogue-validated ``parameters`` (defaults filled, ``service`` from the incident).
+
+        Raises ``ExecutionRefused`` if the gate did not pass the action and nobody authorised it,
+        if the action is not catalogued for the service, or if the parameters are invalid.
         """
         ...
 
 
-def iter_chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+class Readiness(BaseModel):
+    """Whether an integration can be used, and if not, why (names missing variables)."""
+
+    ok: bool
+    reason: str = ""
+
+
+class Ticket(BaseModel):
+    key: str
+    incident_id: str
+    url: str | None = None
+    status: str = "open"
+
+
+class TicketPort(Protocol):
+    """Incident tickets: local (embedded store, SRE-101…) or Jira."""
+
+    name: str
+
+    def create(self, incident: Incident) -> Ticket:
+        """Open a ticket for the incident; creating twice for one incident returns the first."""
+        ...
+
+    def comment(self, key: str, text: str) -> None: ...
+
+    def resolve(self, key: str, resolution: str) -> None:
+        """Move the ticket to its done state, whatever the workflow names it."""
+        ...
+
+    def check(self) -> Readiness: ...
+
+
+class ApprovalChannel(Protocol):
+    """Where blocked incidents wait for a human: the local inbox, or Slack."""
+
+    name: str
+
+    def request(self, incident: Incident, gate: GateOutput, *, message: str, ticket: Ticket | None = None) -> str:
+        """Post the approval request; returns a handle (e.g. the Slack message ts)."""
+        ...
+
+    def replies(self, incident_id: str) -> list[tuple[str, str]]:
+        """New human replies ``(user, text)`` since the last call, each returned exactly once."""
+        ...
+
+    def notify(self, incident_id: str, text: str) -> None:
+        """Post a follow-up (a refusal explanation, a state change) next to the request."""
+        ...
+
+    def check(self) -> Readiness: ...

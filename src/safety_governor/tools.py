@@ -30,6 +30,7 @@ class RunbookHit(BaseModel):
     recommended_action: str
     body: str
     source: str = ""
+    incident_id: str | None = None  # set on entries learned from an incident
 
 
 class RunbookHits(BaseModel):
@@ -118,6 +119,9 @@ class GovernorTools:
         self.score_provider = scores
 
     def search_runbooks(self, query: str, service: str, top_k: int = 3) -> RunbookHits:
+        """Approved runbooks only: pending and revoked learned entries never come back. A learned
+        entry carries the ``incident_id`` it was learned from, so a planner drops it for that
+        incident (the offline agent does; the gate's ``unknown_action`` check ignores it there)."""
         query, service, top_k = _require_text("query", query), _require_text("service", service), _require_top_k(top_k)
         hits = self.store.search(
             "runbooks", query, filters={"service": [service, "*"], "status": "approved"}, top_k=top_k
@@ -134,6 +138,7 @@ class GovernorTools:
                     recommended_action=str(h.source.get("recommended_action", "")),
                     body=str(h.source.get("body", "")),
                     source=str(h.source.get("source", "")),
+                    incident_id=str(h.source["incident_id"]) if h.source.get("incident_id") else None,
                 )
                 for h in hits
             ],

@@ -160,6 +160,7 @@ _SCHEMA = [
                 rowid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, incident_id TEXT, kind TEXT,
                 at TEXT NOT NULL, body TEXT NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {idx}_incident ON {idx}(incident_id, rowid)",
+            f"CREATE INDEX IF NOT EXISTS {idx}_kind ON {idx}(kind, rowid)",
         )
     ],
     """CREATE TABLE IF NOT EXISTS incident_claims (
@@ -374,16 +375,27 @@ class SQLiteStore:
         )
         return [json.loads(r[0]) for r in rows]
 
-    def events(self, index: str, incident_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Events in insertion order, optionally for one incident."""
+    def events(
+        self,
+        index: str,
+        incident_id: str | None = None,
+        limit: int = 1000,
+        *,
+        kind: FilterValue | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events in insertion order, optionally for one incident and of some kinds."""
         self._check_index(index, EVENT_INDICES)
-        if incident_id is None:
-            rows = self._execute(f"SELECT body FROM {index} ORDER BY rowid LIMIT ?", [limit])
-        else:
-            rows = self._execute(
-                f"SELECT body FROM {index} WHERE incident_id = ? ORDER BY rowid LIMIT ?",
-                [incident_id, limit],
-            )
+        clauses: list[str] = []
+        params: list[Any] = []
+        if incident_id is not None:
+            clauses.append("incident_id = ?")
+            params.append(incident_id)
+        if kind is not None:
+            kinds = [kind] if isinstance(kind, str) else list(kind)
+            clauses.append(f"kind IN ({', '.join('?' for _ in kinds)})" if kinds else "0")
+            params.extend(kinds)
+        where = " AND ".join(clauses) or "1"
+        rows = self._execute(f"SELECT body FROM {index} WHERE {where} ORDER BY rowid LIMIT ?", [*params, limit])
         return [json.loads(r[0]) for r in rows]
 
     def count(self, index: str, filters: Mapping[str, FilterValue] | None = None) -> int:
