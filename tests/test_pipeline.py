@@ -156,3 +156,15 @@ def test_injected_instructions_in_the_incident_do_not_change_the_decision(settin
     assert attacked.gate.rule_ids == plain.gate.rule_ids
     assert attacked.gate.contradiction_count == plain.gate.contradiction_count
     assert attacked.stress.fabricated_authority_rejected and not plain.stress.fabricated_authority_rejected
+
+
+def test_the_model_that_really_answered_picks_the_reliability_profile(settings, store, audit):
+    class NamesItsModel(OfflineAgent):
+        def converse(self, *args, **kwargs):
+            reply = super().converse(*args, **kwargs)
+            return reply.model_copy(update={"model": "o4-mini"})
+
+    record = run(make(settings, store, audit), BATCH_MEDIUM, NamesItsModel(model="gpt-oss-120b"))
+    assert record.model == "o4-mini"
+    assert record.stress.framework_scores.model == "o4-mini"
+    assert record.stress.framework_scores.ci == 0.914

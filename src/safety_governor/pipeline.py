@@ -65,6 +65,17 @@ class Assessment:
     plan_fields: list[str] = field(default_factory=list)
 
 
+@dataclass
+class PhaseResult:
+    """One agent phase: the validated output, or why there is none."""
+
+    output: Any = None
+    error: str | None = None
+    fields: list[str] = field(default_factory=list)
+    tool_calls: int = 0
+    model: str | None = None
+
+
 def parse_agent_output(text: str, model: type[PlanOutput] | type[StressReport]) -> tuple[Any, dict[str, Any]]:
     """Parse and validate an agent reply. Raises ``ValueError`` with a one-line reason."""
     try:
@@ -269,44 +280,44 @@ class ReliabilityLayerAgent:
 
     # --- phases --------------------------------------------------------------------------
 
-    def plan(self, incident: Incident) -> tuple[PlanOutput | None, str | None, list[str], int]:
+    def plan(self, incident: Incident) -> PhaseResult:
         prompt = render("plan", incident_id=incident.id, service=incident.service, severity=incident.severity,
                         summary=incident.summary, symptoms=incident.symptoms or "none reported")
-        try:
-            reply = self.agent.converse("plan", prompt, incident=incident, tools=self.tools, context={})
-        except GovernorError as exc:
-            return None, f"plan: agent backend failed: {exc}", [], 0
-        try:
-            plan, raw = parse_agent_output(reply.text, PlanOutput)
-        except ValueError as exc:
-            return None, f"plan: {exc}", [], len(reply.tool_calls)
-        return plan, None, list(raw), len(reply.tool_calls)
+        return self._phase("plan", prompt, incident, PlanOutput, context={})
 
-    def stress(self, incident: Incident, plan: PlanOutput) -> tuple[StressReport | None, str | None, int]:
+    def stress(self, incident: Incident, plan: PlanOutput) -> PhaseResult:
         prompt = render("stress", incident_id=incident.id, service=incident.service, severity=incident.severity,
                         proposed_action=plan.proposed_action,
                         claims="\n".join(f"- {c}" for c in plan.key_claims) or "- (none)")
+        return self._phase("stress", prompt, incident, StressReport, context={"plan": plan.model_dump(mode="json")})
+
+    def _phase(
+        self, phase: str, prompt: str, incident: Incident, contract: type[PlanOutput] | type[StressReport],
+        *, context: Mapping[str, Any],
+    ) -> PhaseResult:
+        """Ask the agent for one phase and validate its reply; every failure becomes an error text."""
         try:
-            reply = self.agent.converse(
-                "stress", prompt, incident=incident, tools=self.tools, context={"plan": plan.model_dump(mode="json")}
-            )
+            reply = self.agent.converse(phase, prompt, incident=incident, tools=self.tools, context=context)
         except GovernorError as exc:
-            return None, f"stress: agent backend failed: {exc}", 0
+            return PhaseResult(error=f"{phase}: agent backend failed: {exc}")
         try:
-            report, _ = parse_agent_output(reply.text, StressReport)
+            output, raw = parse_agent_output(reply.text, contract)
         except ValueError as exc:
-            return None, f"stress: {exc}", len(reply.tool_calls)
-        return report, None, len(reply.tool_calls)
+            return PhaseResult(error=f"{phase}: {exc}", tool_calls=len(reply.tool_calls), model=reply.model)
+        return PhaseResult(output=output, fields=list(raw), tool_calls=len(reply.tool_calls), model=reply.model)
 
     def assess(self, incident: Incident) -> Assessment:
         """Plan, stress, compress and gate one incident. Never raises for agent failures:
         anything unusable becomes ``invalid_output`` (fail closed)."""
         started = _now()
-        scores = self.scores.scores(self.agent.model)
-        plan, plan_error, plan_fields, calls = self.plan(incident)
-        report, stress_error, stress_calls = (None, None, 0)
-        if plan is not None:
-            report, stress_error, stress_calls = self.stress(incident, plan)
+        planned = self.plan(incident)
+        plan, plan_error = planned.output, planned.error
+        # The backend may name the model that really answered (Kibana's model_usage); its
+        # reliability profile is the one that weighs this incident.
+        model = planned.model or self.agent.model
+        scores = self.scores.scores(model)
+        stressed = self.stress(incident, plan) if plan is not None else PhaseResult()
+        report, stress_error = stressed.output, stressed.error
         try:
             live_logs = self.store.log_stats(service=incident.service, window_minutes=15)
         except StoreError:
@@ -317,12 +328,12 @@ class ReliabilityLayerAgent:
             stress = StressOutput(contradiction_count=0, evidence_coverage=0.0, live_logs=live_logs,
                                   framework_scores=scores, agent_report_valid=False)
         errors = [e for e in (plan_error, stress_error) if e]
-        compressed = compress(incident, stress, self.policy, plan_fields=plan_fields, errors=errors)
+        compressed = compress(incident, stress, self.policy, plan_fields=planned.fields, errors=errors)
         decision = gate_rules.decide(plan, stress, compressed, incident, self.policy)
         return Assessment(
             incident=incident, plan=plan, plan_error=plan_error, stress=stress, stress_error=stress_error,
-            compress=compressed, gate=decision, model=self.agent.model, tool_calls=calls + stress_calls,
-            started_at=started, plan_fields=plan_fields,
+            compress=compressed, gate=decision, model=model, tool_calls=planned.tool_calls + stressed.tool_calls,
+            started_at=started, plan_fields=planned.fields,
         )
 
     # --- audit, approvals, execution --------------------------------------------------------
