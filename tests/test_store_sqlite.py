@@ -189,3 +189,17 @@ def test_cached_search_results_are_dropped_when_the_index_is_written(store):
                                         "action": "restart_api_pods", "text": "rewritten without the words"}])
     after = store.search("evidence", "reconnect storm", filters={"service": "payments-api"}, top_k=5)
     assert all(h.id != "ev-101" for h in after)
+
+
+def test_filters_beyond_the_best_ranked_candidates_still_find_every_match():
+    s = SQLiteStore(":memory:")
+    strong = [{"id": f"ev-s{i}", "service": "svc", "stance": "support", "text": "alpha alpha alpha beta"}
+              for i in range(60)]
+    weak = [{"id": f"ev-w{i}", "service": "svc", "stance": "contradict",
+             "text": "alpha and a great many other words that dilute the score of this document " * 3}
+            for i in range(2)]
+    s.index_documents("evidence", strong + weak)
+    hits = s.search("evidence", "alpha", filters={"service": "svc", "stance": "contradict"}, top_k=5)
+    assert sorted(h.id for h in hits) == ["ev-w0", "ev-w1"]
+    best = s.search("evidence", "alpha", filters={"service": "svc"}, top_k=3)
+    assert all(h.id.startswith("ev-s") for h in best)

@@ -325,12 +325,29 @@ class SQLiteStore:
         if cached is not None:
             return [hit.model_copy(deep=True) for hit in cached]
         where, params = self._filter_sql(filters, alias="d.")
-        sql = (
-            f"SELECT d.id, d.body, bm25({index}_fts, 1.0, 0.0) AS rank FROM {index}_fts "
-            f"JOIN {index} d ON d.rowid = {index}_fts.rowid "
-            f"WHERE {index}_fts MATCH ? AND {where} ORDER BY rank, d.id LIMIT ?"
+        # Rank inside FTS first and join only the best candidates: fetching every matching row's
+        # body before sorting is what made broad queries slow. Filters other than the service
+        # (already in MATCH) may drop candidates, so a short, saturated page falls back to the
+        # exact full query.
+        window = max(4 * int(top_k), 32)
+        ranked = (
+            f"SELECT rowid, bm25({index}_fts, 1.0, 0.0) AS rank FROM {index}_fts "
+            f"WHERE {index}_fts MATCH ? ORDER BY rank LIMIT ?"
         )
-        rows = self._execute(sql, [match, *params, int(top_k)])
+        sql = (
+            f"SELECT d.id, d.body, r.rank, r.n FROM (SELECT rowid, rank, COUNT(*) OVER () AS n FROM ({ranked})) r "
+            f"JOIN {index} d ON d.rowid = r.rowid WHERE {where} ORDER BY r.rank, d.id LIMIT ?"
+        )
+        rows = self._execute(sql, [match, window, *params, int(top_k)])
+        saturated = bool(rows) and rows[0][3] >= window
+        if len(rows) < top_k and (saturated or not rows and self._execute(
+                f"SELECT 1 FROM {index}_fts WHERE {index}_fts MATCH ? LIMIT 1 OFFSET ?", [match, window - 1])):
+            rows = self._execute(
+                f"SELECT d.id, d.body, bm25({index}_fts, 1.0, 0.0) AS rank FROM {index}_fts "
+                f"JOIN {index} d ON d.rowid = {index}_fts.rowid "
+                f"WHERE {index}_fts MATCH ? AND {where} ORDER BY rank, d.id LIMIT ?",
+                [match, *params, int(top_k)],
+            )
         hits = [SearchHit(id=r[0], score=round(-r[2], 6), source=json.loads(r[1])) for r in rows]
         with self._cache_lock:
             if len(self._search_cache) >= 512:
