@@ -15,11 +15,12 @@ from .adapters.executor_webhook import WebhookExecutor
 from .adapters.framework_scores import BundledScores, HostedScores
 from .adapters.store_sqlite import SQLiteStore
 from .agents.offline import OfflineAgent
+from .approvals import ApprovalPolicy
 from .catalogue import ActionCatalogue
 from .config import GatePolicy, Settings, load_gate_policy
 from .errors import ConfigError
 from .pipeline import ReliabilityLayerAgent
-from .ports import AgentBackend, AuditSink, Executor, ScoreProvider, Store, ToolPort
+from .ports import AgentBackend, ApprovalChannel, AuditSink, Executor, ScoreProvider, Store, TicketPort, ToolPort
 from .tools import GovernorTools, LocalToolPort
 
 TOOL_TRANSPORTS = ("local", "mcp-inprocess")
@@ -95,6 +96,81 @@ def build_executor(settings: Settings, store: Store, actions: ActionCatalogue) -
             retries=settings.executor_webhook_retries,
         )
     return DryRunExecutor(store, actions)
+
+
+# --- tickets and approvals (issue 6) ---------------------------------------------------------
+
+
+def _slack_configured(settings: Settings) -> bool:
+    return bool(settings.slack_bot_token or settings.slack_channel or settings.slack_app_token)
+
+
+def _jira_configured(settings: Settings) -> bool:
+    return bool(settings.jira_url or settings.jira_email or settings.jira_api_token or settings.jira_project_key)
+
+
+def _local_tickets(settings: Settings, store: Store) -> TicketPort:
+    """The embedded tickets (``SRE-101``…), in the store's own SQLite file when it has one."""
+    try:
+        from .adapters.tickets_local import LocalTickets
+    except ImportError as exc:  # the local adapters belong to the TUI issue
+        raise ConfigError("local tickets are not available in this build (adapters/tickets_local.py)") from exc
+    path = getattr(store, "path", None) if isinstance(store, SQLiteStore) else settings.resolved_store_path
+    return LocalTickets(path or ":memory:")
+
+
+def _local_inbox() -> ApprovalChannel:
+    try:
+        from .adapters.inbox_local import LocalInbox
+    except ImportError as exc:
+        raise ConfigError("the local approval inbox is not available in this build (adapters/inbox_local.py)") from exc
+    return LocalInbox()
+
+
+def build_tickets(settings: Settings, store: Store, *, audit: AuditSink | None = None) -> TicketPort:
+    """Jira when any ``JIRA_*`` variable is set (all four are then required), backed by local
+    tickets while Jira is down; else the local tickets."""
+    if not _jira_configured(settings):
+        return _local_tickets(settings, store)
+    from .adapters.fallbacks import FallbackTickets
+    from .adapters.jira_tickets import JiraTickets, missing_settings
+    from .approval_state import ApprovalState
+
+    missing = missing_settings(settings)
+    if missing:
+        raise ConfigError(f"Jira tickets need {', '.join(missing)} (not set)")
+    state = ApprovalState(store, audit=audit)
+    return FallbackTickets(JiraTickets.from_settings(settings, state), _local_tickets(settings, store), state)
+
+
+def build_approval_channel(settings: Settings, store: Store, *, audit: AuditSink | None = None) -> ApprovalChannel:
+    """Slack when ``SLACK_BOT_TOKEN``/``SLACK_CHANNEL`` are set, with the local inbox alongside
+    (``FallbackApprovalChannel``); else the local inbox. Call ``start()`` on the result (if it
+    has one) to connect Socket Mode, and show ``check()`` at start-up: with no
+    ``SLACK_APPROVERS``/``SLACK_OVERRIDERS`` it is not ready and every approval is refused."""
+    if not _slack_configured(settings):
+        return _local_inbox()
+    from .adapters.fallbacks import FallbackApprovalChannel
+    from .adapters.slack_approvals import SlackApprovalChannel, missing_settings
+    from .approval_state import ApprovalState
+
+    missing = missing_settings(settings)
+    if missing:
+        raise ConfigError(f"Slack approvals need {', '.join(missing)} (not set)")
+    slack = SlackApprovalChannel.from_settings(settings, ApprovalState(store, audit=audit))
+    return FallbackApprovalChannel(slack, _local_inbox())
+
+
+def build_approval_policy(settings: Settings) -> ApprovalPolicy:
+    """Who may decide. Offline: ``GOVERNOR_APPROVERS``/``GOVERNOR_OVERRIDERS``. With Slack: the
+    Slack user ids plus those local users (the console is the fallback), or nobody at all when
+    ``SLACK_APPROVERS`` and ``SLACK_OVERRIDERS`` are both empty (the governor refuses approvals)."""
+    if not _slack_configured(settings):
+        return ApprovalPolicy.of(settings.approvers, settings.overriders)
+    if not (settings.slack_approvers or settings.slack_overriders):
+        return ApprovalPolicy.of((), ())
+    return ApprovalPolicy.of((*settings.slack_approvers, *settings.approvers),
+                             (*settings.slack_overriders, *settings.overriders))
 
 
 @dataclass
