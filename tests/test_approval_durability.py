@@ -229,7 +229,7 @@ def test_the_local_inbox_takes_replies_while_slack_is_down(db, tmp_path):
     process = start(db, tmp_path, f"http://127.0.0.1:{closed_port()}/", clock,
                     channel_factory=lambda slack: FallbackApprovalChannel(slack, inbox))
     process.approvals.policy = policy
-    w = process.approvals.open(blocked(process))
+    process.approvals.open(blocked(process))
     assert inbox.get_request("scn-12") is not None
     process.approvals.channel.push("scn-12", "oncall", "FORCE_OVERRIDE paged the db team; Slack is down")
     [progress] = process.approvals.poll()

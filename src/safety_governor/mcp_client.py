@@ -18,7 +18,6 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -26,7 +25,7 @@ from typing import Any
 
 from .errors import ToolCallError
 from .ports import AuditSink, ToolCall
-from .tools import result_ids
+from .tools import ToolTrace
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +34,6 @@ CONNECT_TIMEOUT = 30.0
 
 # Builds the ``mcp.Client`` inside the session task; the exit stack owns whatever it opens.
 ClientFactory = Callable[[AsyncExitStack], Any]
-
-
-def trace_ids(result: Mapping[str, Any]) -> list[str]:
-    """Document ids a result names, plus an ``evaluate_plan`` verdict's decision id."""
-    ids = result_ids(result)
-    if isinstance(result.get("decision_id"), str):
-        ids.append(result["decision_id"])
-    return ids
 
 
 class MCPToolPort:
@@ -68,8 +59,7 @@ class MCPToolPort:
     ) -> None:
         self.transport = transport
         self.timeout = timeout
-        self.calls: deque[ToolCall] = deque(maxlen=1000)  # recent calls, for inspection
-        self._audit = audit
+        self.trace = ToolTrace(transport, audit)
         self._factory = factory
         self._client: Any = None
         self._loop = asyncio.new_event_loop()
@@ -191,11 +181,12 @@ class MCPToolPort:
 
     # --- the port ------------------------------------------------------------------------------
 
+    @property
+    def calls(self) -> deque[ToolCall]:
+        return self.trace.calls
+
     def call(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
-        error: str | None = None
-        result: dict[str, Any] = {}
-        try:
+        with self.trace.record(name, arguments) as outcome:
             if self._closed or not self._thread.is_alive():
                 raise ToolCallError(f"the MCP session ({self.transport}) is closed")
             coro = self._call(name, dict(arguments))
@@ -219,24 +210,8 @@ class MCPToolPort:
                 raise ToolCallError(text or f"'{name}' failed")
             if not isinstance(reply.structured_content, dict):
                 raise ToolCallError(f"'{name}' returned no structured result")
-            result = reply.structured_content
-            return result
-        except ToolCallError as exc:
-            error = str(exc)
-            raise
-        finally:
-            trace = ToolCall(
-                tool=name,
-                arguments=dict(arguments),
-                result_ids=trace_ids(result),
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                transport=self.transport,
-                ok=error is None,
-                error=error,
-            )
-            self.calls.append(trace)
-            if self._audit is not None:
-                self._audit.record("tool_trace", trace.model_dump(mode="json"))
+            outcome["result"] = reply.structured_content
+            return outcome["result"]
 
     def close(self) -> None:
         """Close the session and stop the loop thread (idempotent)."""

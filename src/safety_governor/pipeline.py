@@ -18,7 +18,7 @@ from . import gate as gate_rules
 from .approvals import ApprovalPolicy, ApprovalSession, refusal_explanation
 from .catalogue import ActionCatalogue
 from .config import GatePolicy, describe_validation_error
-from .errors import AgentBackendError, AuditWriteError, ExecutionRefused, GovernorError, StoreError
+from .errors import AuditWriteError, ExecutionRefused, GovernorError, StoreError
 from .incident_state import NO_EXECUTION_STATES, current_state, record_state
 from .learning import RunbookWriter, learn_runbook
 from .models import (

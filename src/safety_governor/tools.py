@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -213,13 +214,50 @@ class GovernorTools:
 
 
 def result_ids(result: Mapping[str, Any]) -> list[str]:
-    """The document ids a tool result names (for the tool trace)."""
+    """The ids a tool result names (for the tool trace): documents, plus a verdict's decision id."""
     ids: list[str] = []
     for key in ("hits", "conflicts"):
         for item in result.get(key) or []:
             if isinstance(item, Mapping) and item.get("id"):
                 ids.append(str(item["id"]))
+    if isinstance(result.get("decision_id"), str):
+        ids.append(result["decision_id"])
     return ids
+
+
+class ToolTrace:
+    """Records tool calls: the recent ones in memory, every one in the audit ``tool_trace``."""
+
+    def __init__(self, transport: str, audit: AuditSink | None = None) -> None:
+        self.transport = transport
+        self.audit = audit
+        self.calls: deque[ToolCall] = deque(maxlen=1000)
+
+    @contextmanager
+    def record(self, name: str, arguments: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Times the block; put the tool's result under ``"result"`` in the yielded dict.
+        A ``ToolCallError`` raised in the block is recorded with its message and re-raised."""
+        started = time.perf_counter()
+        outcome: dict[str, Any] = {}
+        error: str | None = None
+        try:
+            yield outcome
+        except ToolCallError as exc:
+            error = str(exc)
+            raise
+        finally:
+            trace = ToolCall(
+                tool=name,
+                arguments=dict(arguments),
+                result_ids=result_ids(outcome.get("result") or {}),
+                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                transport=self.transport,
+                ok=error is None,
+                error=error,
+            )
+            self.calls.append(trace)
+            if self.audit is not None:
+                self.audit.record("tool_trace", trace.model_dump(mode="json"))
 
 
 class LocalToolPort:
@@ -229,39 +267,23 @@ class LocalToolPort:
 
     def __init__(self, tools: GovernorTools, audit: AuditSink | None = None) -> None:
         self._registry = tools.registry()
-        self._audit = audit
-        self.calls: deque[ToolCall] = deque(maxlen=1000)  # recent calls, for inspection
+        self.trace = ToolTrace(self.transport, audit)
+
+    @property
+    def calls(self) -> deque[ToolCall]:
+        return self.trace.calls
 
     def call(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
         fn = self._registry.get(name)
-        started = time.perf_counter()
-        error: str | None = None
-        result: dict[str, Any] = {}
-        try:
+        with self.trace.record(name, arguments) as outcome:
             if fn is None:
                 raise ToolCallError(f"unknown tool '{name}'")
             try:
-                result = fn(**dict(arguments)).model_dump(mode="json")
+                outcome["result"] = fn(**dict(arguments)).model_dump(mode="json")
             except TypeError as exc:
                 raise ToolCallError(f"bad arguments for '{name}'") from exc
+            except ToolCallError:
+                raise
             except GovernorError as exc:
-                if isinstance(exc, ToolCallError):
-                    raise
                 raise ToolCallError(f"'{name}' failed: {type(exc).__name__}") from exc
-            return result
-        except ToolCallError as exc:
-            error = str(exc)
-            raise
-        finally:
-            trace = ToolCall(
-                tool=name,
-                arguments=dict(arguments),
-                result_ids=result_ids(result),
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                transport=self.transport,
-                ok=error is None,
-                error=error,
-            )
-            self.calls.append(trace)
-            if self._audit is not None:
-                self._audit.record("tool_trace", trace.model_dump(mode="json"))
+            return outcome["result"]

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ToolCallError
 from ..models import Incident
-from ..ports import AgentReply, ToolCall, ToolPort
+from ..ports import AgentReply, ToolPort
+from ..tools import ToolTrace
 
 # Phrases that try to speak with authority from inside untrusted text (incident reports, docs).
 _AUTHORITY_PATTERNS = re.compile(
@@ -44,25 +43,16 @@ def retrieval_confidence(scores: list[float]) -> float:
 
 
 class _TracingTools:
-    """Records the calls the agent makes, for its reply."""
+    """Records the calls the agent makes, for its reply (the port audits them itself)."""
 
     def __init__(self, tools: ToolPort) -> None:
         self.tools = tools
-        self.calls: list[ToolCall] = []
+        self.trace = ToolTrace(tools.transport)
 
     def call(self, name: str, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        started = time.perf_counter()
-        try:
-            result = self.tools.call(name, arguments)
-        except ToolCallError as exc:
-            self.calls.append(ToolCall(tool=name, arguments=dict(arguments), duration_ms=0.0,
-                                       transport=self.tools.transport, ok=False, error=str(exc)))
-            raise
-        ids = [str(h["id"]) for key in ("hits", "conflicts") for h in result.get(key) or []]
-        self.calls.append(ToolCall(tool=name, arguments=dict(arguments), result_ids=ids,
-                                   duration_ms=round((time.perf_counter() - started) * 1000, 3),
-                                   transport=self.tools.transport))
-        return result
+        with self.trace.record(name, arguments) as outcome:
+            outcome["result"] = self.tools.call(name, arguments)
+            return outcome["result"]
 
 
 class OfflineAgent:
@@ -82,7 +72,7 @@ class OfflineAgent:
             text = self._stress(incident, traced, context)
         else:
             text = f"The offline agent has no '{phase}' phase."
-        return AgentReply(text=text, tool_calls=traced.calls, model=self.model)
+        return AgentReply(text=text, tool_calls=list(traced.trace.calls), model=self.model)
 
     def _plan(self, incident: Incident, tools: _TracingTools) -> str:
         query = f"{incident.summary} {incident.symptoms} {incident.pattern or ''}"
