@@ -168,3 +168,17 @@ def test_the_model_that_really_answered_picks_the_reliability_profile(settings, 
     assert record.model == "o4-mini"
     assert record.stress.framework_scores.model == "o4-mini"
     assert record.stress.framework_scores.ci == 0.914
+
+
+def test_a_live_agent_explains_a_refusal_beside_the_deterministic_text(settings, store, audit):
+    class Explains(OfflineAgent):
+        def explain_refusal(self, incident, gate, *, threshold):
+            return f"{incident.id} is critical; the auth team must decide."
+
+    critical = Incident(id="inc-c", service="auth-service", severity="critical",
+                        summary="password reset requests spiking", symptoms="429 on /auth/reset-password")
+    record = run(make(settings, store, audit), critical, Explains(), replies=[("oncall", "APPROVE")])
+    [event] = record.approvals
+    assert event.outcome == "refused"
+    assert event.reason.startswith("APPROVE refused for inc-c: the incident is critical.")
+    assert "Agent's explanation: inc-c is critical; the auth team must decide." in event.reason

@@ -366,9 +366,23 @@ class ReliabilityLayerAgent:
         g = a.gate
         return ApprovalSession(
             incident_id=a.incident.id, decision=g.decision, approval_required=g.approval_required, policy=policy,
-            refusal_text=refusal_explanation(a.incident.id, a.incident.severity, g.confidence_final,
-                                             self.policy.refusal_confidence_threshold),
+            refusal_text=self.refusal_text(a) if g.approval_required == "force_override" else "",
         )
+
+    def refusal_text(self, a: Assessment) -> str:
+        """Why APPROVE is refused: the deterministic text, then the live agent's own explanation
+        when it has one (untrusted prose, shown beside the rule, never instead of it)."""
+        threshold = self.policy.refusal_confidence_threshold
+        text = refusal_explanation(a.incident.id, a.incident.severity, a.gate.confidence_final, threshold)
+        explain = getattr(self.agent, "explain_refusal", None)
+        if explain is not None:
+            try:
+                extra = explain(a.incident, a.gate, threshold=threshold)
+            except GovernorError:
+                extra = None
+            if extra:
+                text += f" Agent's explanation: {extra}"
+        return text
 
     def record_approval(self, a: Assessment, session: ApprovalSession) -> None:
         event = session.events[-1]
@@ -482,6 +496,8 @@ class ReliabilityLayerAgent:
         """After a verified resolution, index a ``pending_review`` runbook entry; else ``None``."""
         if not verification.resolved:
             return None
+        # A live agent writes the entry's text; the deterministic text stands in when it can't.
+        writer = writer or getattr(self.agent, "write_runbook", None)
         return learn_runbook(self.store, a.incident, a.gate, execution, verification, writer=writer,
                              audit=self.audit)
 
