@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test replay contracts bench seed clean
+.PHONY: demo test replay contracts bench bench-tui seed clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ is required (none found on PATH)"; exit 2; }
@@ -31,6 +31,9 @@ seed: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_pipeline.py
+
+bench-tui: $(STAMP)
+	$(PY) bench/bench_tui.py
 
 clean:
 	rm -rf $(VENV) output/*.jsonl output/*.db*

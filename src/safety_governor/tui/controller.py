@@ -1,0 +1,154 @@
+"""The UI thread's side: folds events into snapshots and turns keys into approval replies.
+
+Keys act as the configured local user and only ever *push a reply* into the local inbox; what a
+reply means is decided by the slack worker through the core's ``ApprovalSession`` rules (critical
+refuses APPROVE, FORCE_OVERRIDE needs a reason, only configured users count), and is audited
+there, exactly like a Slack reply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import GovernorError
+from .panels import Dashboard
+from .state import DashboardState, KeyPressed, Prompt, reduce
+
+REPLY_KEYS = {"a": "APPROVE", "h": "HOLD", "r": "REJECT"}
+ANSWERABLE = frozenset({"PENDING_APPROVAL", "HELD", "READY_TO_EXECUTE"})
+HINT_SECONDS = 6.0
+
+
+class Controller:
+    """Args:
+    state: the first snapshot.
+    inbox: the local inbox keys push replies into (``None``: approvals happen elsewhere).
+    user: the configured local user the keys act as.
+    resume: continues a present-mode pause (the space key).
+    clock: wall-clock time for the header.
+    """
+
+    def __init__(self, state: DashboardState, *, inbox: Any = None, user: str = "oncall",
+                 resume: Callable[[], None] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.state = state
+        self.inbox = inbox
+        self.user = user
+        self.resume = resume
+        self.clock = clock
+        self.quit = False
+        self._hint_at = 0.0
+
+    # --- events --------------------------------------------------------------------------
+
+    def handle(self, events: Iterable[Any]) -> bool:
+        """Apply events (worker updates and keys); True when the screen should change."""
+        changed = False
+        for event in events:
+            if isinstance(event, KeyPressed):
+                self.on_key(event.key)
+            else:
+                self.state = reduce(self.state, event)
+            changed = True
+        if self.state.hint and time.monotonic() - self._hint_at > HINT_SECONDS:
+            self.state = replace(self.state, hint=None)
+            changed = True
+        return changed
+
+    def snapshot(self) -> DashboardState:
+        return replace(self.state, now=self.clock())
+
+    def renderable(self) -> Dashboard:
+        """What ``Live(get_renderable=…)`` pulls for each frame."""
+        return Dashboard(self.snapshot())
+
+    def _hint(self, text: str) -> None:
+        self.state = replace(self.state, hint=text)
+        self._hint_at = time.monotonic()
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def on_key(self, key: str) -> None:
+        if self.state.prompt is not None:
+            self._prompt_key(key)
+            return
+        if key in ("q", "Q"):
+            self.quit = True
+        elif key in ("up", "k"):
+            self.move(-1)
+        elif key in ("down", "j"):
+            self.move(1)
+        elif key in ("pageup", "pagedown"):
+            self.move(-10 if key == "pageup" else 10)
+        elif key == "esc":
+            self.state = replace(self.state, follow=True)
+            self._hint("selection follows the incident that needs attention")
+        elif key == "space":
+            if self.resume is not None:
+                self.resume()
+        elif key in REPLY_KEYS:
+            self.reply(REPLY_KEYS[key])
+        elif key == "f":
+            view = self._answerable()
+            if view is not None:
+                self.state = replace(self.state, prompt=Prompt(incident_id=view.id,
+                                                               label=f"FORCE_OVERRIDE {view.ticket or view.id} reason"))
+
+    def move(self, delta: int) -> None:
+        order = self.state.display_order()
+        if not order:
+            return
+        ids = [v.id for v in order]
+        index = ids.index(self.state.selected) if self.state.selected in ids else 0
+        index = max(0, min(len(ids) - 1, index + delta))
+        self.state = replace(self.state, selected=ids[index], follow=False)
+
+    def _answerable(self) -> Any:
+        view = self.state.selected_incident
+        if view is None:
+            self._hint("no incident selected")
+            return None
+        if self.inbox is None or not hasattr(self.inbox, "push"):
+            self._hint("approvals happen in the configured approval channel, not here")
+            return None
+        if view.state not in ANSWERABLE:
+            self._hint(f"{view.ticket or view.id} is {view.state}: nothing to approve")
+            return None
+        return view
+
+    def reply(self, text: str, view: Any = None) -> bool:
+        view = view or self._answerable()
+        if view is None:
+            return False
+        try:
+            self.inbox.push(view.id, self.user, text)
+        except GovernorError as exc:
+            self._hint(str(exc))
+            return False
+        command = text.split(maxsplit=1)[0]
+        self._hint(f"{command} sent for {view.ticket or view.id} as {self.user}")
+        return True
+
+    def _prompt_key(self, key: str) -> None:
+        prompt = self.state.prompt
+        assert prompt is not None
+        if key == "esc":
+            self.state = replace(self.state, prompt=None)
+            self._hint("override cancelled")
+        elif key == "enter":
+            self.state = replace(self.state, prompt=None)
+            view = self.state.incident(prompt.incident_id)
+            reason = prompt.text.strip()
+            # An empty reason is sent as typed: the core rules answer that a reason is required.
+            if view is not None:
+                self.reply(f"FORCE_OVERRIDE {reason}".strip(), view)
+        elif key == "backspace":
+            self.state = replace(self.state, prompt=replace(prompt, text=prompt.text[:-1]))
+        elif key == "space":
+            self.state = replace(self.state, prompt=replace(prompt, text=prompt.text + " "))
+        elif len(key) == 1 and len(prompt.text) < 200:
+            self.state = replace(self.state, prompt=replace(prompt, text=prompt.text + key))

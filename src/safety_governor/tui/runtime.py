@@ -1,0 +1,334 @@
+"""Wiring the dashboard: its store, the governor over it, tickets, inbox, telemetry and workers.
+
+The dashboard runs on its own embedded store file (``output/governor.db`` unless
+``GOVERNOR_STORE_PATH`` says otherwise), seeded at start from ``data/`` (knowledge only: the
+telemetry comes from the simulated production), and audits to ``output/*.jsonl``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..adapters.inbox_local import LocalInbox
+from ..adapters.store_sqlite import SQLiteStore
+from ..adapters.tickets_local import LocalTickets
+from ..approvals import ApprovalPolicy
+from ..bootstrap import (
+    Governor,
+    build,
+    build_approval_channel,
+    build_approval_policy,
+    build_tickets,
+    open_store,
+)
+from ..config import Settings
+from ..errors import GovernorError, InputError
+from ..knowledge import load_knowledge_file, merge_knowledge, seed_store
+from .detection import DetectionConfig
+from .logtail import open_log_tail
+from .state import EventBus
+from .telemetry import STORYLINES, TrafficSimulator
+from .workers import (
+    AgentWorker,
+    AuditWorker,
+    Autopilot,
+    Board,
+    Counters,
+    LogsWorker,
+    Pauser,
+    ReplayItem,
+    SlackWorker,
+    Worker,
+    WorkerConfig,
+    WorkerContext,
+    integrations_event,
+)
+
+MODES = ("fast", "present", "live")
+# What fast and present mode switch off, whatever .env configures: no account, no network.
+OFFLINE: dict[str, Any] = {
+    "elastic_url": None, "elastic_cloud_id": None, "agent_backend": "offline", "executor": "dry_run",
+    "cdct_api_url": None, "ddft_api_url": None, "eect_api_url": None, "slack_bot_token": None,
+    "slack_channel": None, "slack_app_token": None, "jira_url": None, "jira_email": None, "jira_api_token": None,
+    "jira_project_key": None,
+}
+
+
+def offline_settings(settings: Settings) -> Settings:
+    return settings.model_copy(update={k: v for k, v in OFFLINE.items() if k in Settings.model_fields})
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the dashboard runs (the command line, parsed).
+
+    Args:
+        mode: ``fast`` (default), ``present`` (pauses at the key moments, slower) or ``live``.
+        autopilot: a scripted on-call answers approval requests.
+        duration: exit after this many seconds (``None``: until quit, or for ``--no-tui`` until
+            the storyline is over).
+        scenarios: scenario files or folders to replay through the dashboard.
+        storyline: the simulated faults (``default`` or ``none``).
+        hold_seconds: the auto-execution hold window (default 2.5 s fast, 5 s present).
+        pause_seconds: how long a present-mode pause waits for the space key.
+        rate: simulated requests per second.
+        seed: the simulation's random seed.
+        prefill_seconds: steady traffic written before the start, as the detector's baseline.
+    """
+
+    mode: str = "fast"
+    autopilot: bool = False
+    duration: float | None = None
+    tui: bool = True
+    scenarios: tuple[Path, ...] = ()
+    storyline: str = "default"
+    hold_seconds: float | None = None
+    pause_seconds: float = 20.0
+    rate: float = 24.0
+    seed: int = 7
+    prefill_seconds: float = 150.0
+
+    def worker_config(self) -> WorkerConfig:
+        present = self.mode == "present"
+        hold = self.hold_seconds if self.hold_seconds is not None else (5.0 if present else 2.5)
+        return WorkerConfig(hold_seconds=hold, pause_seconds=self.pause_seconds,
+                            verify_window_seconds=20.0 if present else 12.0, detection=DetectionConfig())
+
+
+class TrafficWorker(Worker):
+    """The simulated production's clock: writes its traffic every half second (offline only)."""
+
+    role = "traffic"
+
+    def __init__(self, ctx: WorkerContext, world: TrafficSimulator, interval: float = 0.5) -> None:
+        super().__init__(ctx)
+        self.world = world
+        self.interval = interval
+
+    def step(self) -> None:
+        self.world.tick()
+        self.ctx.stop.wait(self.interval)
+
+
+@dataclass
+class Runtime:
+    """Everything the dashboard runs; ``start``, then ``stop`` and ``close``."""
+
+    settings: Settings
+    options: Options
+    bus: EventBus
+    governor: Governor
+    store: Any
+    tickets: Any  # the TicketPort
+    inbox: Any  # the ApprovalChannel (keys push into it when it has ``push``)
+    board: Board
+    counters: Counters
+    pauser: Pauser
+    stop_event: threading.Event
+    context: WorkerContext
+    workers: list[threading.Thread]
+    world: TrafficSimulator | None
+    audit_worker: AuditWorker
+    started: float = field(default_factory=time.monotonic)
+    _closables: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings, options: Options, *, bus: EventBus | None = None) -> Runtime:
+        """Wire everything. Fast and present mode are offline whatever the environment says (the
+        embedded store, the offline agent, local tickets, the local inbox, a dry-run executor
+        acting on the simulated production); live mode takes the configured integrations from
+        ``bootstrap`` and real telemetry from the store."""
+        bus = bus or EventBus()
+        closables: list[Any] = []
+        live = options.mode == "live"
+        if not live:
+            settings = offline_settings(settings)
+        store = open_store(settings) if live else SQLiteStore(settings.resolved_store_path)
+        closables.append(store)
+        try:
+            if not live:
+                knowledge = load_knowledge_file(settings.data_dir / "sample_data.json")
+                seed_store(store, {**knowledge, "logs": [], "incidents": []}, source=str(settings.data_dir))
+            governor = build(settings, store=store)
+            closables.insert(0, governor)
+            replaying = bool(options.scenarios)
+            channel: Any
+            if live:
+                tickets = build_tickets(settings, store, audit=governor.audit)
+                channel = build_approval_channel(settings, store, audit=governor.audit)
+                approvals = build_approval_policy(settings)
+                start = getattr(channel, "start", None)
+                if callable(start):
+                    start()
+            else:
+                tickets = LocalTickets(":memory:" if replaying else settings.resolved_store_path)
+                channel = LocalInbox()
+                approvals = ApprovalPolicy.of(settings.approvers, settings.overriders)
+            for resource in (channel, tickets):
+                if callable(getattr(resource, "close", None)):
+                    closables.insert(0, resource)
+            world = None
+            if not live:
+                storyline = STORYLINES["none" if replaying else options.storyline]
+                world = TrafficSimulator(store, rate=options.rate, storyline=storyline, seed=options.seed,
+                                         time_scale=1.6 if options.mode == "present" else 1.0)
+                world.prefill(options.prefill_seconds)
+            config = options.worker_config()
+            stop = threading.Event()
+            board = Board()
+            counters = Counters()
+            pauser = Pauser(bus, stop, enabled=options.mode == "present", timeout=options.pause_seconds)
+            ctx = WorkerContext(store=store, tickets=tickets, channel=channel, bus=bus, board=board, counters=counters,
+                                pauser=pauser, stop=stop, config=config,
+                                owner=f"dashboard@{socket.gethostname()}:{os.getpid()}", audit=governor.audit,
+                                actions=getattr(governor, "actions", None), production=world)
+            replays, scripts = scenario_replays(options.scenarios, settings, governor, closables) if replaying \
+                else ([], {})
+            logs_tail = open_log_tail(store, backfill_seconds=config.bucket_seconds * config.series_points)
+            closables.append(logs_tail)
+            audit_tail = open_log_tail(store, backfill_seconds=config.detection.window_seconds
+                                       + config.detection.baseline_seconds)
+            closables.append(audit_tail)
+            audit_worker = AuditWorker(ctx, audit_tail, pipeline=governor.pipeline, approvals=approvals,
+                                       replays=replays)
+            workers: list[threading.Thread] = [LogsWorker(ctx, logs_tail), audit_worker, AgentWorker(ctx),
+                                               SlackWorker(ctx)]
+            if world is not None:
+                workers.insert(0, TrafficWorker(ctx, world))
+            if (options.autopilot or scripts) and hasattr(channel, "push"):
+                workers.append(Autopilot(channel, settings.local_user, stop,
+                                         think_seconds=3.0 if options.mode == "present" else 1.0,
+                                         scripts=scripts, answer_all=options.autopilot))
+        except BaseException:
+            for c in closables:
+                try:
+                    c.close()
+                except Exception:  # the original error matters, not a failing close
+                    pass
+            raise
+        runtime = cls(settings=settings, options=options, bus=bus, governor=governor, store=store, tickets=tickets,
+                      inbox=channel, board=board, counters=counters, pauser=pauser, stop_event=stop, context=ctx,
+                      workers=workers, world=world, audit_worker=audit_worker, _closables=closables)
+        runtime.post_status()
+        return runtime
+
+    def post_status(self) -> None:
+        from ..learning import knowledge_base_counts
+
+        g = self.governor
+        try:
+            counts = knowledge_base_counts(self.store)
+        except GovernorError:
+            counts = {}
+        self.context.metrics(self.counters.set(kb_runbooks=counts.get("runbooks", 0),
+                                               kb_learned=counts.get("learned_total", 0)))
+
+        def ready(thing: Any, default: str = "") -> tuple[bool, str]:
+            check = getattr(thing, "check", None)
+            if not callable(check):
+                return True, default
+            try:
+                r = check()
+            except GovernorError as exc:
+                return False, str(exc)
+            return bool(r.ok), str(r.reason or default)
+
+        store_ok, store_detail = ready(self.store, f"{Path(self.settings.resolved_store_path).name}")
+        if isinstance(self.store, SQLiteStore):
+            store_detail = (f"{Path(self.store.path).name} · {counts.get('runbooks', 0)} runbooks · "
+                            f"{counts.get('evidence', 0)} evidence")
+        tickets_ok, tickets_detail = ready(self.tickets)
+        channel_ok, channel_detail = ready(self.inbox)
+        channel = str(getattr(self.inbox, "name", "?")) + (" + autopilot" if self.options.autopilot else "")
+        store_name = "sqlite" if isinstance(self.store, SQLiteStore) else str(getattr(self.store, "name", "store"))
+        self.bus.post(integrations_event([
+            ("store", store_name, store_ok, store_detail),
+            ("tickets", str(getattr(self.tickets, "name", "?")), tickets_ok, tickets_detail),
+            ("agent", f"{g.agent.name}/{g.agent.model}", True, f"tools via {getattr(g.tool_port, 'transport', '?')}"),
+            ("approvals", channel, channel_ok, channel_detail),
+            ("executor", g.executor.name, True, "→ simulated production" if self.world else ""),
+        ]))
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_event.set()
+        self.pauser.resume()
+        self.board.wake()
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            if worker.is_alive():
+                worker.join(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        for c in self._closables:
+            try:
+                c.close()
+            except Exception:  # closing is best effort; the audit trail is already flushed
+                pass
+        self._closables = []
+
+    def finished(self) -> bool:
+        """The storyline (or the replay) is over and every incident reached a final state."""
+        world_done = self.world is None or self.world.finished()
+        return world_done and self.audit_worker.replays_left == 0 and self.board.settled()
+
+    def summary(self) -> str:
+        items = self.board.items()
+        states: dict[str, int] = {}
+        for item in items:
+            states[item.state] = states.get(item.state, 0) + 1
+        m = self.counters.metrics
+        detail = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "none"
+        tickets = [i.ticket.key for i in items if i.ticket]
+        span = f" ({tickets[0]}…{tickets[-1]})" if len(tickets) > 1 else f" ({tickets[0]})" if tickets else ""
+        return (f"Safety Governor: {len(items)} incident(s): {detail}{span}. Unsafe actions blocked "
+                f"{m.unsafe_blocked}, auto-executed {m.auto_executed}, overrides {m.overrides}, refusals "
+                f"{m.refusals}. Audit trail: {self.settings.output_dir}/*.jsonl")
+
+
+def scenario_replays(
+    paths: tuple[Path, ...], settings: Settings, governor: Governor, closables: list[Any]
+) -> tuple[list[ReplayItem], dict[str, list[tuple[str, str]]]]:
+    """One isolated governor per scenario (its own in-memory store, scripted agent replies),
+    auditing into the dashboard's trail; the scenario's approvals become scripted replies."""
+    from ..agents.offline import OfflineAgent
+    from ..agents.scripted import ScriptedAgent
+    from ..replay import load_scenario, scenario_files
+
+    scenarios = [load_scenario(p) for p in scenario_files(paths)]
+    if not scenarios:
+        raise InputError("no scenarios to replay")
+    base = load_knowledge_file(settings.data_dir / "sample_data.json")
+    replays: list[ReplayItem] = []
+    scripts: dict[str, list[tuple[str, str]]] = {}
+    seen: dict[str, int] = {}
+    for scenario in scenarios:
+        incident = scenario.incident
+        seen[incident.id] = seen.get(incident.id, 0) + 1
+        if seen[incident.id] > 1:  # two scenarios may reuse an incident id; the queue needs distinct ones
+            incident = incident.model_copy(update={"id": f"{incident.id}-{seen[incident.id]}"})
+        store = SQLiteStore(":memory:")
+        closables.append(store)
+        knowledge = merge_knowledge(base, scenario.knowledge or {}, replace=scenario.replace_knowledge)
+        seed_store(store, knowledge, source=scenario.path or scenario.name)
+        offline = OfflineAgent(model=settings.agent_model)
+        replies = scenario.agent.model_dump(exclude_none=True) if scenario.agent else {}
+        agent = ScriptedAgent(replies, fallback=offline) if replies else offline
+        isolated = build(settings, store=store, agent=agent, audit=governor.audit)
+        approvers = scenario.approvers
+        policy = ApprovalPolicy.of(approvers.approve, approvers.override) if approvers else \
+            ApprovalPolicy.of(settings.approvers, settings.overriders)
+        replays.append(ReplayItem(incident=incident, pipeline=isolated.pipeline, approvals=policy, store=store))
+        if scenario.approvals:
+            scripts[incident.id] = [(r.user, r.text) for r in scenario.approvals]
+    return replays, scripts
