@@ -7,6 +7,7 @@ the first word of a reply, case-insensitive and whole (``APPROVE``, ``FORCE_OVER
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -70,6 +71,8 @@ class ApprovalSession:
     approval_required: ApprovalRequired
     policy: ApprovalPolicy
     refusal_text: str = ""
+    # Builds the refusal text on the first refused APPROVE (a live agent may be asked to explain).
+    explainer: Callable[[], str] | None = None
     state: State = "pending"
     events: list[ApprovalEvent] = field(default_factory=list)
     authorised_by: str | None = None
@@ -131,6 +134,8 @@ class ApprovalSession:
             return "accepted", f"override by {user}: {rest}"
         # APPROVE
         if self.approval_required == "force_override":
+            if not self.refusal_text and self.explainer is not None:
+                self.refusal_text = self.explainer()
             return "refused", self.refusal_text or "APPROVE is not enough here; FORCE_OVERRIDE <reason> is required"
         self.state = "approved"
         self.authorised_by = user

@@ -366,7 +366,7 @@ class ReliabilityLayerAgent:
         g = a.gate
         return ApprovalSession(
             incident_id=a.incident.id, decision=g.decision, approval_required=g.approval_required, policy=policy,
-            refusal_text=self.refusal_text(a) if g.approval_required == "force_override" else "",
+            explainer=(lambda: self.refusal_text(a)) if g.approval_required == "force_override" else None,
         )
 
     def refusal_text(self, a: Assessment) -> str:
