@@ -155,7 +155,7 @@ class Runtime:
             if not live:
                 knowledge = load_knowledge_file(settings.data_dir / "sample_data.json")
                 seed_store(store, {**knowledge, "logs": [], "incidents": []}, source=str(settings.data_dir))
-            governor = build(settings, store=store)
+            governor = build(settings, store=store, tool_transport="mcp-inprocess")
             closables.insert(0, governor)
             replaying = bool(options.scenarios)
             channel: Any
