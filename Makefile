@@ -1,11 +1,11 @@
 # `make demo` and `make test` bootstrap .venv themselves on a fresh clone.
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then echo $$p; break; fi; done)
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then echo $$p; break; fi; done)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test replay contracts bench bench-tui seed clean
+.PHONY: demo test replay contracts bench bench-mcp bench-tui seed clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ is required (none found on PATH)"; exit 2; }
@@ -31,6 +31,9 @@ seed: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_pipeline.py
+
+bench-mcp: $(STAMP)
+	$(PY) bench/bench_mcp.py
 
 bench-tui: $(STAMP)
 	$(PY) bench/bench_tui.py
