@@ -44,13 +44,12 @@ from pydantic import (
 )
 
 from . import __version__
-from . import gate as gate_rules
 from .agents.offline import OfflineAgent
 from .bootstrap import Governor, build
 from .config import Settings, describe_validation_error
 from .errors import AuditWriteError, ConfigError, GovernorError, StoreError, StoreUnavailable, ToolCallError
 from .models import FrameworkScores, GateOutput, Incident, LogSummary, PlanOutput, Severity
-from .pipeline import PLAN_FIELDS, compress
+from .pipeline import PLAN_FIELDS
 from .tools import (
     MAX_TOP_K,
     MAX_WINDOW_MINUTES,
@@ -249,19 +248,11 @@ def evaluate_plan(
     report is by design here (the caller supplies plan-level data only), so it is not counted as
     invalid agent output; every caution a report could only have added stays Python's to find.
     """
-    pipeline = governor.pipeline
     plan = PlanOutput(proposed_action=proposed_action, key_claims=key_claims, confidence_initial=confidence)
-    scores = governor.scores.scores(governor.agent.model)
-    try:
-        live_logs: LogSummary | None = governor.store.log_stats(service=incident.service, window_minutes=15)
-    except StoreError:
-        live_logs = None
-    stress = pipeline.grounder.ground(incident, plan, None, scores=scores, live_logs=live_logs)
-    stress = stress.model_copy(update={"agent_report_valid": True})
     supplied = ["proposed_action", "key_claims", "confidence_initial"]
-    compressed = compress(incident, stress, governor.policy, plan_fields=[f for f in PLAN_FIELDS if f in supplied],
-                          errors=[])
-    decision = gate_rules.decide(plan, stress, compressed, incident, governor.policy)
+    stress, _, decision = governor.pipeline.ground_and_gate(
+        incident, plan, None, scores=governor.scores.scores(governor.agent.model),
+        plan_fields=[f for f in PLAN_FIELDS if f in supplied], errors=[], report_expected=False)
     return PlanVerdict(
         **decision.model_dump(),
         supporting_doc_ids=stress.supporting_doc_ids,

@@ -318,23 +318,43 @@ class ReliabilityLayerAgent:
         scores = self.scores.scores(model)
         stressed = self.stress(incident, plan) if plan is not None else PhaseResult()
         report, stress_error = stressed.output, stressed.error
+        errors = [e for e in (plan_error, stress_error) if e]
+        stress, compressed, decision = self.ground_and_gate(
+            incident, plan, report, scores=scores, plan_fields=planned.fields, errors=errors)
+        return Assessment(
+            incident=incident, plan=plan, plan_error=plan_error, stress=stress, stress_error=stress_error,
+            compress=compressed, gate=decision, model=model, tool_calls=planned.tool_calls + stressed.tool_calls,
+            started_at=started, plan_fields=planned.fields,
+        )
+
+    def ground_and_gate(
+        self,
+        incident: Incident,
+        plan: PlanOutput | None,
+        report: StressReport | None,
+        *,
+        scores: FrameworkScores | None,
+        plan_fields: list[str],
+        errors: list[str],
+        report_expected: bool = True,
+    ) -> tuple[StressOutput, CompressOutput, GateOutput]:
+        """The Python half: ground the plan (and the agent's report) against the store, pick the
+        context mode, and gate. ``report_expected=False`` is for callers that by design send a plan
+        without a stress report (the ``evaluate_plan`` tool): the missing report is then not
+        invalid output, and every caution is still Python's to find."""
         try:
             live_logs = self.store.log_stats(service=incident.service, window_minutes=15)
         except StoreError:
             live_logs = None
         if plan is not None:
             stress = self.grounder.ground(incident, plan, report, scores=scores, live_logs=live_logs)
+            if not report_expected:
+                stress = stress.model_copy(update={"agent_report_valid": True})
         else:
             stress = StressOutput(contradiction_count=0, evidence_coverage=0.0, live_logs=live_logs,
                                   framework_scores=scores, agent_report_valid=False)
-        errors = [e for e in (plan_error, stress_error) if e]
-        compressed = compress(incident, stress, self.policy, plan_fields=planned.fields, errors=errors)
-        decision = gate_rules.decide(plan, stress, compressed, incident, self.policy)
-        return Assessment(
-            incident=incident, plan=plan, plan_error=plan_error, stress=stress, stress_error=stress_error,
-            compress=compressed, gate=decision, model=model, tool_calls=planned.tool_calls + stressed.tool_calls,
-            started_at=started, plan_fields=planned.fields,
-        )
+        compressed = compress(incident, stress, self.policy, plan_fields=plan_fields, errors=errors)
+        return stress, compressed, gate_rules.decide(plan, stress, compressed, incident, self.policy)
 
     # --- audit, approvals, execution --------------------------------------------------------
 
