@@ -392,6 +392,20 @@ def approval_comment(event: ApprovalEvent) -> str:
     return f"{event.command or 'reply'} from {event.user}: {event.outcome} ({event.reason})"
 
 
+def rebuild_session(pipeline: ReliabilityLayerAgent, a: Assessment, policy: ApprovalPolicy) -> ApprovalSession:
+    """A fresh session with the recorded replies of ``a``'s decision applied again, in order,
+    through the same rules (nothing is recorded again). A refusal reuses its recorded text, so a
+    restart never asks a live agent to explain it a second time."""
+    session = pipeline.approval_session(a, policy)
+    for e in events_of_kind(pipeline.store, APPROVAL_KINDS, a.incident.id):
+        if e.get("decision_id") == a.gate.decision_id:
+            if e.get("kind") == "approval_refused" and not session.refusal_text and e.get("reason"):
+                session.refusal_text = str(e["reason"])
+            at = datetime.fromisoformat(e["at"]) if e.get("at") else None
+            session.apply(str(e.get("user", "")), str(e.get("text", "")), at=at)
+    return session
+
+
 # --- the driver the slack worker calls -------------------------------------------------------------
 
 
@@ -553,14 +567,7 @@ class DurableApprovals:
     # --- helpers ----------------------------------------------------------------------------
 
     def _rebuild_session(self, a: Assessment) -> ApprovalSession:
-        """A fresh session with the recorded replies of this decision applied again, in order,
-        through the same rules (nothing is recorded again)."""
-        session = self.pipeline.approval_session(a, self.policy)
-        for e in events_of_kind(self.pipeline.store, APPROVAL_KINDS, a.incident.id):
-            if e.get("decision_id") == a.gate.decision_id:
-                at = datetime.fromisoformat(e["at"]) if e.get("at") else None
-                session.apply(str(e.get("user", "")), str(e.get("text", "")), at=at)
-        return session
+        return rebuild_session(self.pipeline, a, self.policy)
 
     def _request(self, w: Waiting) -> str:
         try:

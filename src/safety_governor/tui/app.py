@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Offline by default (fast mode): an embedded store, a simulated production, local "
                     "tickets and a local approval inbox answered from the keyboard.",
         epilog="Keys: up/down (j/k) select · a APPROVE · f FORCE_OVERRIDE (asks for a reason) · h HOLD · "
-               "r REJECT · space continue (present mode) · esc follow · q quit. "
+               "r REJECT · l approve the selection's learned runbook · space continue (present mode) · "
+               "esc follow · q quit. Pending approvals survive a restart over the same store. "
                "Example: python demo_rich_agentic.py --present --autopilot")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--fast", dest="mode", action="store_const", const="fast",
@@ -233,7 +234,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         handler = setup_logging(settings.output_dir)
         runtime = Runtime.build(settings, options)
         controller = Controller(initial_state(runtime), inbox=runtime.inbox, user=settings.local_user,
-                                resume=runtime.pauser.resume)
+                                resume=runtime.pauser.resume, review=runtime.request_review)
         try:
             code = run_dashboard(runtime, controller) if interactive else run_plain(runtime, controller, out)
         finally:

@@ -3,7 +3,8 @@
 Keys act as the configured local user and only ever *push a reply* into the local inbox; what a
 reply means is decided by the slack worker through the core's ``ApprovalSession`` rules (critical
 refuses APPROVE, FORCE_OVERRIDE needs a reason, only configured users count), and is audited
-there, exactly like a Slack reply.
+there, exactly like a Slack reply. The ``l`` key likewise only asks the approval loop to approve
+the selection's learned runbook; the loop checks that the user is an approver and audits it.
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ class Controller:
     inbox: the local inbox keys push replies into (``None``: approvals happen elsewhere).
     user: the configured local user the keys act as.
     resume: continues a present-mode pause (the space key).
+    review: ``(incident_id, user)``: asks for the incident's learned runbook to be approved
+        (the ``l`` key; ``None``: not available here).
     clock: wall-clock time for the header.
     """
 
     def __init__(self, state: DashboardState, *, inbox: Any = None, user: str = "oncall",
-                 resume: Callable[[], None] | None = None,
+                 resume: Callable[[], None] | None = None, review: Callable[[str, str], None] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.state = state
         self.inbox = inbox
         self.user = user
         self.resume = resume
+        self.review = review
         self.clock = clock
         self.quit = False
         self._hint_at = 0.0
@@ -92,6 +96,8 @@ class Controller:
                 self.resume()
         elif key in REPLY_KEYS:
             self.reply(REPLY_KEYS[key])
+        elif key == "l":
+            self.approve_runbook()
         elif key == "f":
             view = self._answerable()
             if view is not None:
@@ -131,6 +137,23 @@ class Controller:
             return False
         command = text.split(maxsplit=1)[0]
         self._hint(f"{command} sent for {view.ticket or view.id} as {self.user}")
+        return True
+
+    def approve_runbook(self) -> bool:
+        """The ``l`` key: approve the learned runbook of the selection (the loop decides)."""
+        view = self.state.selected_incident
+        if view is None:
+            self._hint("no incident selected")
+            return False
+        if self.review is None:
+            self._hint("learned runbooks are reviewed with: python -m safety_governor runbooks")
+            return False
+        if not view.learned or view.learned_status != "pending_review":
+            status = f" ({view.learned} is {view.learned_status})" if view.learned else ""
+            self._hint(f"{view.ticket or view.id} has no learned runbook waiting for review{status}")
+            return False
+        self.review(view.id, self.user)
+        self._hint(f"approval of runbook {view.learned} sent as {self.user}")
         return True
 
     def _prompt_key(self, key: str) -> None:

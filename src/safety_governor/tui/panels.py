@@ -130,10 +130,18 @@ class HeaderBar:
         yield text
 
 
-KEYS = (("↑↓", "select"), ("a", "APPROVE"), ("f", "FORCE_OVERRIDE"), ("h", "HOLD"), ("r", "REJECT"),
-        ("space", "continue"), ("q", "quit"))
-KEYS_SHORT = (("↑↓", "select"), ("a", "APPROVE"), ("f", "OVERRIDE"), ("h", "HOLD"), ("r", "REJECT"),
-              ("spc", "go on"), ("q", "quit"))
+KEYS = (("↑↓", "select"), ("a", "APPROVE"), ("f", "FORCE_OVERRIDE"), ("h", "HOLD"), ("r", "REJECT"))
+KEYS_SHORT = (("↑↓", "select"), ("a", "APPROVE"), ("f", "OVERRIDE"), ("h", "HOLD"), ("r", "REJECT"))
+
+
+def footer_keys(mode: str, wide: bool) -> tuple[tuple[str, str], ...]:
+    """The keys the footer lists: ``space`` only where it does something (present mode), and
+    ``l`` (approve the selection's learned runbook) where the line has room for it."""
+    present = mode == "present"
+    if wide:
+        extra = (("l", "runbook" if present else "approve runbook"),) + ((("space", "continue"),) if present else ())
+        return (*KEYS, *extra, ("q", "quit"))
+    return (*KEYS_SHORT, ("spc", "go on") if present else ("l", "runbook"), ("q", "quit"))
 
 
 class FooterBar:
@@ -152,7 +160,7 @@ class FooterBar:
             text = Text(f" ⏸ {s.banner} ", style="banner", end="")
         else:
             text = Text(" ", style="footer", end="")
-            for key, label in KEYS if options.max_width >= 100 else KEYS_SHORT:
+            for key, label in footer_keys(s.mode, options.max_width >= 100):
                 text.append(key, style="footer.key")
                 text.append(f" {label}  ", style="footer")
             if s.hint:
@@ -196,8 +204,9 @@ class StatusPanel:
             if not s.integrations:
                 marks.append("starting…", style="muted")
             logs = Text.assemble((f"{t.processed:,}", "value"), f" logs · {t.per_second:.0f}/s", end="")
-            kb = Text.assemble(("kb ", "label"), (f"+{s.metrics.kb_learned}", "value"), " learned · ",
-                               (str(s.metrics.kb_runbooks), "value"), " runbooks", end="")
+            kb = Text.assemble(("kb ", "label"), (f"+{s.metrics.kb_learned}", "value"), " learned",
+                               (f" ({s.metrics.kb_pending} to review)" if s.metrics.kb_pending else "", "warn"),
+                               " · ", (str(s.metrics.kb_runbooks), "value"), " runbooks", end="")
             body = _lines([marks, logs, kb, self._workers()])
         else:
             rows: list[tuple[str, Text]] = []
@@ -206,7 +215,9 @@ class StatusPanel:
                                                    (f"  {i.detail}", "muted"), end="")))
             rows.append(("logs", Text.assemble((f"{t.processed:,}", "value"), f" processed · {t.per_second:.0f}/s",
                                                end="")))
-            rows.append(("knowledge", Text.assemble((f"+{s.metrics.kb_learned}", "value"), " learned (pending review)"
+            rows.append(("knowledge", Text.assemble((f"+{s.metrics.kb_learned}", "value"), " learned",
+                                                    (f" ({s.metrics.kb_pending} to review, key l)"
+                                                     if s.metrics.kb_pending else "", "warn"),
                                                     " · ", (str(s.metrics.kb_runbooks), "value"), " runbooks",
                                                     end="")))
             rows.append(("workers", self._workers()))
@@ -408,6 +419,11 @@ class ReasoningPanel:
             rows.append(("error", Text(f"{view.error} (attempt {view.attempts})", style="bad")))
         if view.outcome:
             rows.append(("outcome", Text(view.outcome, style="ok" if view.state == "RESOLVED" else "warn")))
+        if view.learned:
+            pending = view.learned_status == "pending_review"
+            rows.append(("runbook" if not c else "rbk", Text.assemble(
+                (view.learned, "value"), (f" {view.learned_status or ''}", "warn" if pending else "ok"),
+                (" · l approves" if pending else "", "muted"), end="")))
         rows.append(("summary", Text(view.summary, style="muted")))
         if view.preview and not c:
             rows.append(("preview", Text(view.preview, style="muted")))

@@ -3,6 +3,10 @@
 The dashboard runs on its own embedded store file (``output/governor.db`` unless
 ``GOVERNOR_STORE_PATH`` says otherwise), seeded at start from ``data/`` (knowledge only: the
 telemetry comes from the simulated production), and audits to ``output/*.jsonl``.
+
+Approvals are durable: a dashboard started again over the same store file resumes, before its
+workers start, every incident that was waiting for a human (``durability.resume``), on the same
+Slack thread or in the local inbox, and never executes a decision twice.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from ..config import Settings
 from ..errors import GovernorError, InputError
 from ..knowledge import load_knowledge_file, merge_knowledge, seed_store
 from .detection import DetectionConfig
+from .durability import resume
 from .logtail import open_log_tail
 from .state import EventBus
 from .telemetry import STORYLINES, TrafficSimulator
@@ -47,7 +52,9 @@ from .workers import (
     Worker,
     WorkerConfig,
     WorkerContext,
+    WorkItem,
     integrations_event,
+    kb_metrics,
 )
 
 MODES = ("fast", "present", "live")
@@ -139,11 +146,13 @@ class Runtime:
     _closables: list[Any] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings, options: Options, *, bus: EventBus | None = None) -> Runtime:
+    def build(cls, settings: Settings, options: Options, *, bus: EventBus | None = None, channel: Any = None,
+              tickets: Any = None) -> Runtime:
         """Wire everything. Fast and present mode are offline whatever the environment says (the
         embedded store, the offline agent, local tickets, the local inbox, a dry-run executor
         acting on the simulated production); live mode takes the configured integrations from
-        ``bootstrap`` and real telemetry from the store."""
+        ``bootstrap`` and real telemetry from the store. ``channel`` and ``tickets`` replace the
+        approval channel and the ticket port (tests; the runtime closes them)."""
         bus = bus or EventBus()
         closables: list[Any] = []
         live = options.mode == "live"
@@ -158,17 +167,20 @@ class Runtime:
             governor = build(settings, store=store, tool_transport="mcp-inprocess")
             closables.insert(0, governor)
             replaying = bool(options.scenarios)
-            channel: Any
             if live:
-                tickets = build_tickets(settings, store, audit=governor.audit)
-                channel = build_approval_channel(settings, store, audit=governor.audit)
+                if tickets is None:
+                    tickets = build_tickets(settings, store, audit=governor.audit)
+                if channel is None:
+                    channel = build_approval_channel(settings, store, audit=governor.audit)
                 approvals = build_approval_policy(settings)
                 start = getattr(channel, "start", None)
                 if callable(start):
                     start()
             else:
-                tickets = LocalTickets(":memory:" if replaying else settings.resolved_store_path)
-                channel = LocalInbox()
+                if tickets is None:
+                    tickets = LocalTickets(":memory:" if replaying else settings.resolved_store_path)
+                if channel is None:
+                    channel = LocalInbox()
                 approvals = ApprovalPolicy.of(settings.approvers, settings.overriders)
             for resource in (channel, tickets):
                 if callable(getattr(resource, "close", None)):
@@ -226,8 +238,7 @@ class Runtime:
             counts = knowledge_base_counts(self.store)
         except GovernorError:
             counts = {}
-        self.context.metrics(self.counters.set(kb_runbooks=counts.get("runbooks", 0),
-                                               kb_learned=counts.get("learned_total", 0)))
+        self.context.metrics(self.counters.set(**kb_metrics(counts)))
 
         def ready(thing: Any, default: str = "") -> tuple[bool, str]:
             check = getattr(thing, "check", None)
@@ -255,8 +266,24 @@ class Runtime:
             ("executor", g.executor.name, True, "→ simulated production" if self.world else ""),
         ]))
 
+    def resume(self) -> list[WorkItem]:
+        """Put the incidents that wait for a human in the store back on the board (after a
+        restart); idempotent. A scenario replay runs in isolated stores and resumes nothing."""
+        if self.options.scenarios:
+            return []
+        try:
+            return resume(self.context, self.governor.pipeline, self.audit_worker.approvals)
+        except GovernorError as exc:  # the store cannot answer: shown; the waits stay for the next start
+            self.context.activity("slack", f"✗ cannot resume the pending approvals: {exc}", level="error")
+            return []
+
+    def request_review(self, incident_id: str, user: str) -> None:
+        """The ``l`` key: ask the approval loop to approve the incident's learned runbook."""
+        self.context.reviews.put((incident_id, user))
+
     def start(self) -> None:
         self.started = time.monotonic()
+        self.resume()
         for worker in self.workers:
             worker.start()
 

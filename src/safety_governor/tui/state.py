@@ -77,6 +77,8 @@ class IncidentView:
     outcome: str | None = None
     error: str | None = None
     attempts: int = 0
+    learned: str | None = None  # the runbook learned from this incident (its id)
+    learned_status: str | None = None  # pending_review | approved | revoked
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Metrics:
     escalated: int = 0
     kb_learned: int = 0
     kb_runbooks: int = 0
+    kb_pending: int = 0  # learned entries waiting for a human review
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,15 @@ class IntegrationsUpdated:
 
 
 @dataclass(frozen=True)
+class IntegrationChanged:
+    """One integration's health changed (an outage began or ended); the others stay as shown."""
+
+    role: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class WorkerUpdated:
     view: WorkerView
 
@@ -235,8 +247,8 @@ class KeyPressed:
     key: str
 
 
-Event = (IncidentUpdated | TelemetryUpdated | MetricsUpdated | IntegrationsUpdated | WorkerUpdated | Activity
-         | BannerChanged | KeyPressed)
+Event = (IncidentUpdated | TelemetryUpdated | MetricsUpdated | IntegrationsUpdated | IntegrationChanged
+         | WorkerUpdated | Activity | BannerChanged | KeyPressed)
 
 
 class EventBus:
@@ -301,6 +313,12 @@ def reduce(state: DashboardState, event: Any) -> DashboardState:
         return replace(state, metrics=event.metrics)
     if isinstance(event, IntegrationsUpdated):
         return replace(state, integrations=event.integrations)
+    if isinstance(event, IntegrationChanged):
+        changed = [replace(i, ok=event.ok, detail=event.detail) if i.role == event.role else i
+                   for i in state.integrations]
+        if not any(i.role == event.role for i in state.integrations):
+            changed.append(Integration(role=event.role, name=event.role, ok=event.ok, detail=event.detail))
+        return replace(state, integrations=tuple(changed))
     if isinstance(event, WorkerUpdated):
         workers = [w for w in state.workers if w.name != event.view.name]
         order = [w.name for w in state.workers]

@@ -6,8 +6,12 @@
 * **agent** drives each incident: ticket → plan → stress → compress → gate → notify → execute →
   verify → learn;
 * **slack** is the approval loop over the ``ApprovalChannel`` port (the local inbox offline,
-  Slack when configured): each reply goes through the core's ``ApprovalSession`` rules and is
-  audited.
+  Slack when configured): each reply goes through the core's ``ApprovalSession`` rules, is
+  audited and is acknowledged in the same store transaction (exactly once); it also approves
+  learned runbooks on request (the ``l`` key) and shows integration outages.
+
+Approvals are durable (``durability``): waits, replies and executions live in the store, and a
+restarted dashboard resumes the incidents that wait for a human.
 
 The workers share the ``Board`` (the remediation queue, under locks) and stop on one
 ``threading.Event``. An exception inside a worker's step is logged and shown, and the worker
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -28,12 +33,21 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from ..approval_state import ApprovalState
 from ..approvals import ApprovalPolicy, ApprovalSession, parse_command
-from ..errors import GovernorError
+from ..errors import GovernorError, InputError
 from ..models import ApprovalEvent, ExecutionRecord, Incident
 from ..pipeline import Assessment, ReliabilityLayerAgent
 from ..ports import ApprovalChannel, Store, Ticket, TicketPort
 from .detection import Cluster, DetectionConfig, ErrorClusterDetector, doc_epoch
+from .durability import (
+    IntegrationWatch,
+    ack_reply,
+    close_wait,
+    open_wait,
+    pending_replies,
+    prior_execution,
+)
 from .logtail import LogSource
 from .state import (
     TERMINAL_STATES,
@@ -165,7 +179,8 @@ class WorkItem:
             state=self.state, detected_at=self.detected_at, updated_at=self.updated_at,
             ticket=self.ticket.key if self.ticket else None, source=self.source, reasoning=reasoning,
             preview=self.preview, thread=tuple(self.thread), outcome=self.outcome, error=self.error,
-            attempts=self.attempts)
+            attempts=self.attempts, learned=str(self.learned.get("id")) if self.learned else None,
+            learned_status=str(self.learned.get("status")) if self.learned else None)
 
 
 class Board:
@@ -297,6 +312,17 @@ class WorkerContext:
     actions: Any = None  # the action catalogue (verification's rollback lookup)
     production: ActionSink | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("safety_governor.tui"))
+    # Learned-runbook approvals asked for from the keyboard: (incident id, user).
+    reviews: queue.SimpleQueue[tuple[str, str]] = field(default_factory=queue.SimpleQueue)
+    _states: dict[int, ApprovalState] = field(default_factory=dict, repr=False)
+
+    def approval_state(self, store: Store | None = None) -> ApprovalState:
+        """The durable approval bookkeeping over ``store`` (default: the dashboard's own)."""
+        store = store if store is not None else self.store
+        state = self._states.get(id(store))
+        if state is None:
+            state = self._states[id(store)] = ApprovalState(store, audit=self.audit)
+        return state
 
     def activity(self, source: str, text: str, *, level: str = "info", incident_id: str | None = None) -> None:
         log = self.logger.error if level == "error" else self.logger.warning if level == "warn" else self.logger.info
@@ -564,6 +590,12 @@ def update_channel(ctx: WorkerContext, item: WorkItem, status: str, *, final: bo
         ctx.activity("slack", f"approval channel: {exc}", level="warn")
 
 
+def kb_metrics(counts: dict[str, int]) -> dict[str, int]:
+    """The knowledge-base counters of ``Metrics`` from ``learning.knowledge_base_counts``."""
+    return {"kb_learned": counts.get("learned_total", 0), "kb_runbooks": counts.get("runbooks", 0),
+            "kb_pending": counts.get("pending_review", 0)}
+
+
 def record_incident_state(ctx: WorkerContext, item: WorkItem, state: str, reason: str) -> None:
     """The incident's lifecycle state in the store (audited), which the execute-time re-check reads."""
     from ..incident_state import record_state
@@ -690,6 +722,7 @@ class AgentWorker(Worker):
         a = item.assessment
         assert a is not None
         message = approval_message(item)
+        open_wait(self.ctx, item, message)  # in the store before anyone can see it: a restart finds it
         self.ctx.channel.request(item.incident, a.gate, message=message, ticket=item.ticket)
         item.requested = True
         item.thread.append(ThreadEntry(at=utcnow(), author="governor", text=message, kind="request"))
@@ -709,16 +742,23 @@ class AgentWorker(Worker):
                 item.state = "EXECUTING"
         ctx.publish(item)
         if item.execution is None:
-            record = item.pipeline.execute(a, session)
-            if record is None:
-                self.escalate(item, "execution refused at the execute-time re-check (see the audit trail)")
-                return
-            item.execution = record  # from here on a retry never runs the action again
-            if session.state == "auto":
-                ctx.metrics(ctx.counters.bump(auto_executed=1))
-            if ctx.production is not None and item.verify_live:
-                effect = ctx.production.apply_action(item.incident.service, record.action)
-                item.effect = str(getattr(effect, "text", "") or "")
+            prior = prior_execution(ctx, item)  # ran before a restart (or elsewhere): never twice
+            if prior is not None:
+                item.execution = prior
+                ctx.activity("agent", f"{item.label} decision {prior.decision_id} already executed "
+                                      f"({prior.execution_id}); not executed again", level="warn",
+                             incident_id=item.incident.id)
+            else:
+                record = item.pipeline.execute(a, session)
+                if record is None:
+                    self.escalate(item, "execution refused at the execute-time re-check (see the audit trail)")
+                    return
+                item.execution = record  # from here on a retry never runs the action again
+                if session.state == "auto":
+                    ctx.metrics(ctx.counters.bump(auto_executed=1))
+                if ctx.production is not None and item.verify_live:
+                    effect = ctx.production.apply_action(item.incident.service, record.action)
+                    item.effect = str(getattr(effect, "text", "") or "")
         record = item.execution
         text = f"executed {record.action} ({record.mode}, authorised by {record.authorised_by})"
         if item.effect:
@@ -799,9 +839,7 @@ class AgentWorker(Worker):
             item.outcome = f"{item.outcome}; learned {learned.get('id')} ({learned.get('status')})"
             ctx.activity("agent", f"{item.label} learned runbook {learned.get('id')} for {learned.get('recommended_action')} "
                                   f"({learned.get('status')})", incident_id=item.incident.id)
-            counts = knowledge_base_counts(ctx.store)
-            ctx.metrics(ctx.counters.set(kb_learned=counts.get("learned_total", 0),
-                                         kb_runbooks=counts.get("runbooks", 0)))
+            ctx.metrics(ctx.counters.set(**kb_metrics(knowledge_base_counts(ctx.store))))
         self.resolve(item, item.outcome or "resolved")
 
     # --- transitions ---------------------------------------------------------------------
@@ -816,6 +854,7 @@ class AgentWorker(Worker):
         update_channel(ctx, item, f"resolved: {text}", final=True)
         if not item.states_recorded:
             self.record_state(item, "resolved", text)
+        close_wait(ctx, item, "executed" if item.execution else "resolved", f"resolved: {text}")
         ctx.metrics(ctx.counters.bump(resolved=1))
         write_run_record(ctx, item)
         ctx.activity("agent", f"{item.label} RESOLVED", incident_id=item.incident.id)
@@ -835,6 +874,7 @@ class AgentWorker(Worker):
                 action()
             except Exception:  # escalation is the safe end state; reporting it must not loop
                 ctx.logger.exception("while escalating %s", item.incident.id)
+        close_wait(ctx, item, "executed" if item.execution else "escalated", f"escalated: {reason}")
         write_run_record(ctx, item)
         ctx.activity("agent", f"{item.label} ESCALATED: {reason}", level="warn", incident_id=item.incident.id)
         ctx.publish(item)
@@ -870,36 +910,66 @@ class AgentWorker(Worker):
 
 
 class SlackWorker(Worker):
-    """Reads replies from the approval channel and applies the core's approval rules to them."""
+    """Reads replies from the approval channel and applies the core's approval rules to them.
+
+    Each reply is applied, recorded (``pipeline.record_approval``) and acknowledged on the channel
+    in one store transaction; when that fails, the session forgets the reply and the channel
+    keeps it (Slack re-delivers it on the next step). Between replies it drives the retries of
+    queued ticket calls, shows outages (``IntegrationWatch``) and approves learned runbooks
+    asked for with the ``l`` key.
+    """
 
     role = "slack"
 
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(ctx)
+        self.watch = IntegrationWatch(ctx)
+
     def step(self) -> None:
         ctx = self.ctx
+        self.review_runbooks()
+        flush = getattr(ctx.tickets, "flush", None)
+        if callable(flush):
+            try:
+                flush()
+            except GovernorError as exc:  # recorded by the adapter; shown by the watch below
+                ctx.logger.warning("ticket retries: %s", exc)
         for item in ctx.board.awaiting_replies():
-            for user, text in ctx.channel.replies(item.incident.id):
-                self.handle(item, user, text)
+            for reply in pending_replies(ctx.channel, item.incident.id):
+                self.handle(item, reply.user, reply.text, key=reply.key)
+        self.watch.check()
         wait = getattr(ctx.channel, "wait", None)
         if callable(wait):
             wait(ctx.config.approvals_interval)
         else:
             ctx.stop.wait(ctx.config.approvals_interval)
 
-    def handle(self, item: WorkItem, user: str, text: str) -> ApprovalEvent | None:
+    def handle(self, item: WorkItem, user: str, text: str, *, key: str | None = None) -> ApprovalEvent | None:
+        """Apply one reply. ``key`` is the channel's id for it, acknowledged with the record."""
         ctx = self.ctx
         pause: str | None = None
         with item.lock:
             session, a = item.session, item.assessment
             if session is None or a is None:
                 return None
-            if item.state in REPLY_STATES:
-                event = session.apply(user, text, at=utcnow())
-            else:
-                # Too late to change anything; still recorded, like every reply.
-                event = ApprovalEvent(user=user, text=text, command=parse_command(text)[0], outcome="ignored",
-                                      reason=f"arrived after the incident moved to {item.state}", at=utcnow())
-                session.events.append(event)
-            item.pipeline.record_approval(a, session)
+            before = (session.state, session.authorised_by, session.override_reason, len(session.events))
+            try:
+                with item.pipeline.store.atomic():
+                    if item.state in REPLY_STATES:
+                        event = session.apply(user, text, at=utcnow())
+                    else:
+                        # Too late to change anything; still recorded, like every reply.
+                        event = ApprovalEvent(user=user, text=text, command=parse_command(text)[0], outcome="ignored",
+                                              reason=f"arrived after the incident moved to {item.state}", at=utcnow())
+                        session.events.append(event)
+                    item.pipeline.record_approval(a, session)
+                    if key is not None:
+                        ack_reply(ctx.channel, item.incident.id, key)
+            except BaseException:
+                # Rolled back: the session forgets the reply as well (the channel still has it).
+                session.state, session.authorised_by, session.override_reason = before[:3]
+                del session.events[before[3]:]
+                raise
             item.thread.append(ThreadEntry(at=event.at or utcnow(), author=user, text=text, kind="reply",
                                            outcome=event.outcome))
             if event.outcome == "accepted" and item.state in REPLY_STATES:
@@ -924,6 +994,57 @@ class SlackWorker(Worker):
             ctx.board.wake()
         return event
 
+    # --- learned runbooks (the l key) ------------------------------------------------------
+
+    def review_runbooks(self) -> None:
+        while True:
+            try:
+                incident_id, user = self.ctx.reviews.get_nowait()
+            except queue.Empty:
+                return
+            self.approve_runbook(incident_id, user)
+
+    def approve_runbook(self, incident_id: str, user: str) -> list[dict[str, Any]]:
+        """Approve the learned runbook(s) of the incident waiting for review, as ``user``, when
+        ``user`` may decide on that incident (audited either way); returns the approved entries."""
+        from ..learning import approve_runbook, knowledge_base_counts, review_queue
+
+        ctx = self.ctx
+        item = ctx.board.get(incident_id)
+        if item is None:
+            ctx.activity("slack", f"runbook review: {incident_id} is not on the board", level="warn")
+            return []
+        store = item.pipeline.store
+        pending = [d for d in review_queue(store, limit=10_000) if d.get("incident_id") == incident_id]
+        if not pending:
+            ctx.activity("slack", f"{item.label}: no learned runbook waits for review", level="warn",
+                         incident_id=incident_id)
+            return []
+        if not item.approvals.may_decide(user):
+            reason = f"{user} is not a configured approver"
+            if ctx.audit is not None:
+                ctx.audit.record("workflow_events", {
+                    "kind": "runbook_review_refused", "incident_id": incident_id,
+                    "runbook_ids": [d["id"] for d in pending], "user": user, "reason": reason,
+                    "at": utcnow().isoformat()})
+            ctx.activity("slack", f"✗ {item.label} runbook approval refused: {reason}", level="warn",
+                         incident_id=incident_id)
+            return []
+        approved = []
+        for doc in pending:
+            try:
+                approved.append(approve_runbook(store, str(doc["id"]), user, audit=ctx.audit))
+            except InputError as exc:  # reviewed meanwhile (the CLI, another dashboard)
+                ctx.activity("slack", f"{item.label}: {exc}", level="warn", incident_id=incident_id)
+        for doc in approved:
+            if item.learned is None or item.learned.get("id") == doc["id"]:
+                item.learned = doc
+            ctx.activity("slack", f"{item.label} runbook {doc['id']} ({doc.get('recommended_action')}) approved by "
+                                  f"{user}: retrievable from now on", incident_id=incident_id)
+        ctx.metrics(ctx.counters.set(**kb_metrics(knowledge_base_counts(ctx.store))))
+        ctx.publish(item)
+        return approved
+
     def _transition(self, item: WorkItem, event: ApprovalEvent) -> str | None:
         ctx = self.ctx
         if event.command in ("APPROVE", "FORCE_OVERRIDE"):
@@ -944,6 +1065,7 @@ class SlackWorker(Worker):
             if item.ticket:
                 ctx.tickets.resolve(item.ticket.key, f"Rejected by {event.user}: {event.text}")
             update_channel(ctx, item, f"rejected by {event.user}", final=True)
+            close_wait(ctx, item, "rejected", f"rejected by {event.user}")
             write_run_record(ctx, item)
         return None
 
