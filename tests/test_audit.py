@@ -41,3 +41,10 @@ def test_unknown_stream_is_refused(tmp_path):
     with pytest.raises(AuditWriteError):
         JsonlAudit(tmp_path).record("random", {})
     assert not os.listdir(tmp_path)
+
+
+def test_urls_lose_credentials_query_and_fragment_before_they_reach_a_message():
+    from safety_governor.redaction import redact_url
+
+    assert redact_url("https://user:pw@es.example:9243/path?api_key=abc#frag") == "https://es.example:9243/path"
+    assert redact_url("http://[::1]:notaport/") == "<invalid url>"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -17,19 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AuditWriteError
+from ..redaction import redact
 
 STREAMS = ("agent_runs", "reliability_metrics", "tool_trace", "workflow_events")
-_SECRET_KEY = re.compile(r"(token|secret|password|api[_-]?key|authorization)", re.IGNORECASE)
-
-
-def redact(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: ("[redacted]" if _SECRET_KEY.search(str(k)) else redact(v)) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact(v) for v in value]
-    return value
-
-
 class JsonlAudit:
     """Args:
     output_dir: folder for ``<stream>.jsonl`` files (created if missing).

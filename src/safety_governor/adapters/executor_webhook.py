@@ -38,6 +38,7 @@ from ..catalogue import ActionCatalogue, PreparedAction, prepare_action
 from ..errors import ConfigError, ExecutionRefused, StoreError
 from ..models import ExecutionRecord, GateOutput, Incident
 from ..ports import Store
+from ..redaction import redact_url
 from .executor_dryrun import execution_document
 
 SIGNATURE_HEADER = "X-Governor-Signature"
@@ -60,14 +61,6 @@ def idempotency_key(decision_id: str, action: str) -> str:
     """Stable per decision and action: the same decision never runs the same action twice."""
     digest = hashlib.sha256(f"{decision_id}\n{action.strip().lower()}".encode()).hexdigest()
     return f"gov-{digest[:32]}"
-
-
-def safe_url(url: str) -> str:
-    """The URL without credentials or query string, for previews and messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -122,7 +115,7 @@ class WebhookExecutor:
         self._session: Any = None
 
     def __repr__(self) -> str:
-        return f"WebhookExecutor(url={safe_url(self.url)!r})"
+        return f"WebhookExecutor(url={redact_url(self.url)!r})"
 
     # --- the port ------------------------------------------------------------------------------
 
@@ -183,7 +176,7 @@ class WebhookExecutor:
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
     def _text(self, incident: Incident, gate: GateOutput, prepared: PreparedAction) -> str:
-        return (f"[webhook] would POST {prepared.describe()} to {safe_url(self.url)} for {incident.id} "
+        return (f"[webhook] would POST {prepared.describe()} to {redact_url(self.url)} for {incident.id} "
                 f"(decision {gate.decision_id}, signed, idempotency key "
                 f"{idempotency_key(gate.decision_id, prepared.action.id)})")
 
@@ -201,7 +194,7 @@ class WebhookExecutor:
             IDEMPOTENCY_HEADER: key,
             "User-Agent": f"safety-governor/{__version__}",
         }
-        target = safe_url(self.url)
+        target = redact_url(self.url)
         last = ""
         for attempt in range(1, self.retries + 2):
             wait: float | None = None

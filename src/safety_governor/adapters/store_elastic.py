@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from elasticsearch import (
     ApiError,
@@ -61,7 +60,14 @@ from ..errors import InputError, StoreError, StoreUnavailable
 from ..knowledge import log_id
 from ..models import Incident, LogSummary
 from ..ports import FilterValue, Readiness, SearchHit
-from .store_sqlite import EVENT_INDICES, INDICES, KEYWORD_FIELDS, SEARCH_INDICES, query_tokens
+from ..redaction import redact_url
+from .store_sqlite import (
+    EVENT_INDICES,
+    INDICES,
+    KEYWORD_FIELDS,
+    SEARCH_INDICES,
+    query_tokens,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -104,18 +110,6 @@ class BulkWriteError(StoreError):
         more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
         kept = "nothing was kept" if rolled_back else "the undo failed, some documents may remain"
         super().__init__(f"{len(failures)} of {total} documents were rejected ({kept}): {shown}{more}")
-
-
-def redact_url(url: str) -> str:
-    """The URL without user:password, for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _body(resp: Any) -> dict[str, Any]:

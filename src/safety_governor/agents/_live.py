@@ -9,13 +9,13 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from ..errors import AgentBackendError
 from ..models import GateOutput, Incident
 from ..prompts import render
+from ..redaction import redact_url
 
 if TYPE_CHECKING:
     from ..verification import VerificationResult
@@ -33,18 +33,6 @@ class HttpPolicy:
     max_retries: int = 3
     backoff: float = 1.0
     backoff_cap: float = 30.0
-
-
-def redact_url(url: str) -> str:
-    """The URL without credentials or query, safe for messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<invalid url>"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def short(text: Any, limit: int = 300) -> str:

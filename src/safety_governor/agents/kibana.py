@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from ..errors import AgentBackendError
 from ..models import GateOutput, Incident
 from ..ports import AgentReply, AuditSink, Readiness, ToolCall, ToolPort
+from ..redaction import redact_url
 from ..tools import result_ids
 from ._live import (
     MAX_EXPLANATION_CHARS,
@@ -42,7 +43,6 @@ from ._live import (
     describe_verification,
     json_body,
     post_json,
-    redact_url,
     refusal_prompt,
     runbook_prompt,
     short,

@@ -27,6 +27,7 @@ from ..errors import AgentBackendError, ToolCallError
 from ..models import SEVERITIES, GateOutput, Incident
 from ..ports import AgentReply, Readiness, ToolCall, ToolPort
 from ..prompts import render
+from ..redaction import redact_url
 from ..tools import MAX_TOP_K, MAX_WINDOW_MINUTES, result_ids
 from ._live import (
     MAX_EXPLANATION_CHARS,
@@ -36,7 +37,6 @@ from ._live import (
     describe_verification,
     json_body,
     post_json,
-    redact_url,
     refusal_prompt,
     runbook_prompt,
     short,
