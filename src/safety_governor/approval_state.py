@@ -102,6 +102,17 @@ class Reply:
     source: str
 
 
+def take_replies(channel: Any, incident_id: str) -> list[tuple[str, str]]:
+    """``ApprovalChannel.replies`` for channels that track replies durably: every pending reply,
+    acknowledged as it is handed out (callers that need exactly-once across a crash use
+    ``pending_replies`` and ``ack`` inside their own transaction instead)."""
+    out = []
+    for reply in channel.pending_replies(incident_id):
+        channel.ack(incident_id, reply.key)
+        out.append((reply.user, reply.text))
+    return out
+
+
 @dataclass(frozen=True)
 class OutboxOp:
     """A call to an integration that has to happen, retried until it does."""

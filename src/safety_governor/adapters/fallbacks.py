@@ -18,7 +18,7 @@ import threading
 import uuid
 from typing import Any
 
-from ..approval_state import ApprovalState, Reply
+from ..approval_state import ApprovalState, Reply, take_replies
 from ..errors import GovernorError, TicketError
 from ..models import GateOutput, Incident
 from ..ports import ApprovalChannel, Readiness, Ticket, TicketPort
@@ -63,11 +63,7 @@ class FallbackApprovalChannel:
             self.primary.ack(incident_id, key)
 
     def replies(self, incident_id: str) -> list[tuple[str, str]]:
-        out = []
-        for reply in self.pending_replies(incident_id):
-            self.ack(incident_id, reply.key)
-            out.append((reply.user, reply.text))
-        return out
+        return take_replies(self, incident_id)
 
     def notify(self, incident_id: str, text: str) -> None:
         try:

@@ -58,7 +58,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
-from ..approval_state import ApprovalState, OutboxOp, Reply
+from ..approval_state import ApprovalState, OutboxOp, Reply, take_replies
 from ..errors import ApprovalChannelError, GovernorError
 from ..models import GateOutput, Incident
 from ..ports import Readiness, Ticket
@@ -375,11 +375,7 @@ class SlackApprovalChannel:
             return f"pending:{incident.id}"
 
     def replies(self, incident_id: str) -> list[tuple[str, str]]:
-        out = []
-        for reply in self.pending_replies(incident_id):
-            self.ack(incident_id, reply.key)
-            out.append((reply.user, reply.text))
-        return out
+        return take_replies(self, incident_id)
 
     def pending_replies(self, incident_id: str) -> list[Reply]:
         """Replies received and not yet acknowledged (after retrying queued calls and reading
