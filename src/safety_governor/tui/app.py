@@ -30,29 +30,38 @@ MAX_FPS = 4.0
 PLAIN_DEFAULT_LIMIT = 180.0
 
 # Live mode's integrations and the variables each needs (an inner tuple: any one of them).
-LIVE_REQUIREMENTS: tuple[tuple[str, tuple[str | tuple[str, ...], ...]], ...] = (
-    ("Elasticsearch store", (("ELASTIC_URL", "ELASTIC_CLOUD_ID"), "ELASTIC_API_KEY")),
-    ("Kibana Agent Builder agent", ("ELASTIC_KIBANA_URL", "ELASTIC_AGENT_ID")),
+# Live mode reads real telemetry, so it needs a live store; every other integration is chosen on
+# its own (DESIGN: "live Elasticsearch with local approvals is a valid setup"): unset, it stays
+# local (offline agent, local tickets, local inbox); partly set, its missing variables are named.
+LIVE_STORE: tuple[str | tuple[str, ...], ...] = (("ELASTIC_URL", "ELASTIC_CLOUD_ID"), "ELASTIC_API_KEY")
+OPTIONAL_INTEGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Jira tickets", ("JIRA_URL", "JIRA_EMAIL", "JIRA_API_TOKEN", "JIRA_PROJECT_KEY")),
     ("Slack approvals", ("SLACK_BOT_TOKEN", "SLACK_CHANNEL")),
 )
-LIVE_AGENTS = ("kibana", "openai")
+AGENT_REQUIREMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "kibana": ("Kibana Agent Builder agent", ("ELASTIC_KIBANA_URL", "ELASTIC_AGENT_ID")),
+    "openai": ("OpenAI-compatible agent", ("OPENAI_BASE_URL", "OPENAI_MODEL")),
+}
 
 
 def missing_live_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
     """``(variable, integration)`` for every variable live mode needs and the environment lacks."""
+
+    def unset(name: str) -> bool:
+        return not environ.get(name, "").strip()
+
     missing = []
+    for need in LIVE_STORE:
+        names = need if isinstance(need, tuple) else (need,)
+        if all(unset(n) for n in names):
+            missing.append((" or ".join(names), "Elasticsearch store"))
     backend = environ.get("AGENT_BACKEND", "").strip().lower()
-    for integration, needs in LIVE_REQUIREMENTS:
-        if integration.startswith("Kibana"):
-            if backend not in LIVE_AGENTS:
-                missing.append(("AGENT_BACKEND=kibana (or openai)", "agent"))
-            if backend == "openai":
-                needs, integration = ("OPENAI_BASE_URL", "OPENAI_MODEL"), "OpenAI-compatible agent"
-        for need in needs:
-            names = need if isinstance(need, tuple) else (need,)
-            if not any(environ.get(n, "").strip() for n in names):
-                missing.append((" or ".join(names), integration))
+    if backend in AGENT_REQUIREMENTS:
+        integration, needs = AGENT_REQUIREMENTS[backend]
+        missing.extend((n, integration) for n in needs if unset(n))
+    for integration, needs in OPTIONAL_INTEGRATIONS:
+        if any(not unset(n) for n in needs):
+            missing.extend((n, integration) for n in needs if unset(n))
     return missing
 
 
@@ -83,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="presenter mode: slower, pauses at the critical block, the refused APPROVE and "
                            "the override until space (or --pause-timeout)")
     mode.add_argument("--live", dest="mode", action="store_const", const="live",
-                      help="use the configured integrations (Elasticsearch, agent, Jira, Slack)")
+                      help="real telemetry from Elasticsearch; the agent, Jira and Slack when configured")
     parser.set_defaults(mode="fast")
     parser.add_argument("--scenario", action="append", default=[], metavar="PATH",
                         help="replay scenario files or folders through the dashboard (repeatable)")
