@@ -209,6 +209,9 @@ class SQLiteStore:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA synchronous=NORMAL")
+        # A larger page cache and memory-mapped reads keep hot FTS pages out of read() calls.
+        conn.execute("PRAGMA cache_size=-32768")
+        conn.execute("PRAGMA mmap_size=268435456")
         with self._all_lock:
             self._all.append(conn)
         return conn
