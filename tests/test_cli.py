@@ -22,7 +22,7 @@ def cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.Com
 def test_help_lists_the_subcommands():
     out = cli("--help")
     assert out.returncode == 0
-    for command in ("replay", "seed", "contracts", "assess", "demo"):
+    for command in ("replay", "seed", "contracts", "assess", "demo", "runbooks", "mcp", "approvals"):
         assert command in out.stdout
 
 

@@ -119,12 +119,12 @@ def _local_tickets(settings: Settings, store: Store) -> TicketPort:
     return LocalTickets(path or ":memory:")
 
 
-def _local_inbox() -> ApprovalChannel:
-    try:
-        from .adapters.inbox_local import LocalInbox
-    except ImportError as exc:
-        raise ConfigError("the local approval inbox is not available in this build (adapters/inbox_local.py)") from exc
-    return LocalInbox()
+def local_inbox(store: Store | None = None, *, audit: AuditSink | None = None) -> ApprovalChannel:
+    """The local inbox; over a store it also takes replies queued by ``approvals reply``."""
+    from .adapters.inbox_local import LocalInbox
+    from .approval_state import ApprovalState
+
+    return LocalInbox(state=ApprovalState(store, audit=audit) if store is not None else None)
 
 
 def build_tickets(settings: Settings, store: Store, *, audit: AuditSink | None = None) -> TicketPort:
@@ -149,7 +149,7 @@ def build_approval_channel(settings: Settings, store: Store, *, audit: AuditSink
     has one) to connect Socket Mode, and show ``check()`` at start-up: with no
     ``SLACK_APPROVERS``/``SLACK_OVERRIDERS`` it is not ready and every approval is refused."""
     if not _slack_configured(settings):
-        return _local_inbox()
+        return local_inbox(store, audit=audit)
     from .adapters.fallbacks import FallbackApprovalChannel
     from .adapters.slack_approvals import SlackApprovalChannel, missing_settings
     from .approval_state import ApprovalState
@@ -158,7 +158,7 @@ def build_approval_channel(settings: Settings, store: Store, *, audit: AuditSink
     if missing:
         raise ConfigError(f"Slack approvals need {', '.join(missing)} (not set)")
     slack = SlackApprovalChannel.from_settings(settings, ApprovalState(store, audit=audit))
-    return FallbackApprovalChannel(slack, _local_inbox())
+    return FallbackApprovalChannel(slack, local_inbox(store, audit=audit))
 
 
 def build_approval_policy(settings: Settings) -> ApprovalPolicy:

@@ -222,6 +222,50 @@ def cmd_runbooks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_approvals(args: argparse.Namespace) -> int:
+    """List the approvals a governor is waiting for, or queue a reply for one of them."""
+    import uuid
+
+    from .adapters.inbox_local import STORED_KEY
+    from .approval_state import ApprovalState
+    from .approvals import parse_command
+    from .bootstrap import open_store
+
+    settings = _settings(args)
+    store = open_store(settings)
+    try:
+        state = ApprovalState(store)
+        waits = {str(w["incident_id"]): w for w in state.open_waits()}
+        if args.action == "list":
+            rows = [{"incident_id": i, "decision_id": w.get("decision_id"), "channel": w.get("channel"),
+                     "ticket": (w.get("ticket") or {}).get("key"),
+                     "approval_required": (w.get("assessment") or {}).get("gate", {}).get("approval_required"),
+                     "since": w.get("at"), "message": w.get("message", "")} for i, w in waits.items()]
+            if args.json:
+                print(json.dumps(rows, indent=2, default=str))
+            elif not rows:
+                print("No approval is waiting.")
+            else:
+                for r in rows:
+                    print(f"{r['incident_id']}  needs {r['approval_required']}  ticket {r['ticket'] or '-'}  "
+                          f"since {r['since']}")
+            return EXIT_OK
+        if not args.incident or not args.text:
+            raise InputError("usage: approvals reply INCIDENT_ID TEXT... (e.g. APPROVE, or FORCE_OVERRIDE <reason>)")
+        if args.incident not in waits:
+            raise InputError(f"no approval is waiting for {args.incident} (see: approvals list)")
+        text = " ".join(args.text).strip()
+        user = (args.user or settings.local_user).strip()
+        command, _ = parse_command(text)
+        state.receive(args.incident, f"{STORED_KEY}{uuid.uuid4().hex}", user=user, text=text, source="cli")
+    finally:
+        store.close()
+    hint = "" if command else " (not a command: it will be recorded and ignored)"
+    print(f"queued for {args.incident} as {user}: {text}{hint}. The running governor applies the approval rules; "
+          "see its approval thread or output/workflow_events.jsonl")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m safety_governor",
@@ -265,6 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="seed the embedded store and replay scenarios/ with a readable report")
     p.add_argument("--scenarios", default="scenarios", help="scenario folder (default: scenarios/)")
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("approvals", help="list pending approvals, or queue a reply (the local inbox from a shell)",
+                       description="The local inbox from a shell: `approvals list`, or `approvals reply INCIDENT "
+                                   "TEXT` (APPROVE, FORCE_OVERRIDE <reason>, HOLD, REJECT). The reply is stored and "
+                                   "the running governor (the dashboard) applies it by the same approval rules as a "
+                                   "key or a Slack reply. Example: python -m safety_governor approvals reply "
+                                   "inc-42 FORCE_OVERRIDE db team on the bridge --user alice")
+    p.add_argument("action", choices=("list", "reply"))
+    p.add_argument("incident", nargs="?", help="incident id (reply)")
+    p.add_argument("text", nargs="*", help="the reply text (reply)")
+    p.add_argument("--user", help="who replies (default: GOVERNOR_LOCAL_USER); only configured approvers count")
+    p.add_argument("--store", help="embedded store file (default: output/governor.db)")
+    p.add_argument("--json", action="store_true", help="list as JSON")
+    p.set_defaults(func=cmd_approvals)
+
     p = sub.add_parser("mcp", help="serve the tools over MCP: stdio, or streamable HTTP with --http",
                        description="Serve the nine tools over MCP. stdio by default (logs on stderr); --http "
                                    "serves streamable HTTP at http://HOST:PORT/mcp and, when MCP_SERVER_TOKEN is "

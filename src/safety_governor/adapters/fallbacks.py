@@ -24,6 +24,9 @@ from ..models import GateOutput, Incident
 from ..ports import ApprovalChannel, Readiness, Ticket, TicketPort
 
 
+LOCAL_PREFIX = "console:"  # marks the local inbox's replies among Slack's
+
+
 class FallbackApprovalChannel:
     """Args:
     primary: the Slack channel (needs ``pending_replies``/``ack`` for exactly-once).
@@ -54,12 +57,21 @@ class FallbackApprovalChannel:
             replies.extend(self.primary.pending_replies(incident_id))
         except GovernorError:
             pass  # recorded by the primary; the local inbox still answers
-        replies.extend(Reply(incident_id, f"local:{uuid.uuid4().hex}", user, text, self.local.name)
-                       for user, text in self.local.replies(incident_id))
+        local_pending = getattr(self.local, "pending_replies", None)
+        if callable(local_pending):
+            replies.extend(Reply(r.incident_id, f"{LOCAL_PREFIX}{r.key}", r.user, r.text, r.source)
+                           for r in local_pending(incident_id))
+        else:
+            replies.extend(Reply(incident_id, f"{LOCAL_PREFIX}{uuid.uuid4().hex}", user, text, self.local.name)
+                           for user, text in self.local.replies(incident_id))
         return replies
 
     def ack(self, incident_id: str, key: str) -> None:
-        if not key.startswith("local:"):
+        if key.startswith(LOCAL_PREFIX):
+            local_ack = getattr(self.local, "ack", None)
+            if callable(local_ack):
+                local_ack(incident_id, key[len(LOCAL_PREFIX):])
+        else:
             self.primary.ack(incident_id, key)
 
     def replies(self, incident_id: str) -> list[tuple[str, str]]:

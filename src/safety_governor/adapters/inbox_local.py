@@ -2,21 +2,32 @@
 
 A request opens a thread per incident; humans (the TUI's keys, the autopilot, a scenario's
 scripted replies) ``push`` replies into it; the approval loop reads each reply exactly once with
-``replies``. The inbox only carries text: what a reply means is decided by the core's approval
-rules (``approvals.ApprovalSession``), exactly as for Slack.
+``replies`` (or ``pending_replies`` + ``ack``). The inbox only carries text: what a reply means is
+decided by the core's approval rules (``approvals.ApprovalSession``), exactly as for Slack.
+
+With an ``ApprovalState`` (a store), the inbox also receives replies written to the store by
+another process (``python -m safety_governor approvals reply``): they survive a restart and are
+handed out until acknowledged, so a running dashboard applies each of them exactly once.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import ApprovalChannelError
 from ..models import GateOutput, Incident
 from ..ports import Readiness, Ticket
+
+if TYPE_CHECKING:
+    from ..approval_state import ApprovalState, Reply
+
+LOCAL_KEY = "local:"  # replies pushed in this process (in memory)
+STORED_KEY = "cli:"  # replies queued in the store from a shell; Slack's stored replies are not ours
 
 MessageKind = Literal["request", "reply", "notify"]
 
@@ -49,12 +60,15 @@ class LocalInbox:
 
     Args:
         author: the name the governor posts under in threads.
+        state: the store's approval bookkeeping; replies recorded there (by the CLI) are read too.
     """
 
     name = "local-inbox"
 
-    def __init__(self, author: str = "governor") -> None:
+    def __init__(self, author: str = "governor", *, state: ApprovalState | None = None) -> None:
         self.author = author
+        self.state = state
+        self._shown: set[str] = set()  # stored replies already added to a thread
         self._cond = threading.Condition()
         self._requests: dict[str, InboxRequest] = {}
         self._pending: dict[str, deque[tuple[str, str]]] = {}
@@ -86,15 +100,37 @@ class LocalInbox:
             self._append(incident_id, user, text, "reply")
             self._cond.notify_all()
 
-    def replies(self, incident_id: str) -> list[tuple[str, str]]:
-        """New replies ``(user, text)`` since the last call, in order; each is returned once."""
+    def pending_replies(self, incident_id: str) -> list[Reply]:
+        """Replies pushed here since the last call, then stored replies not yet acknowledged."""
+        from ..approval_state import Reply
+
         with self._cond:
             queue = self._pending.get(incident_id)
-            if not queue:
-                return []
-            out = list(queue)
-            queue.clear()
-            return out
+            pushed = list(queue) if queue else []
+            if queue:
+                queue.clear()
+        replies = [Reply(incident_id, f"{LOCAL_KEY}{uuid.uuid4().hex}", user, text, self.name)
+                   for user, text in pushed]
+        if self.state is not None:
+            stored = [r for r in self.state.unconsumed(incident_id) if r.key.startswith(STORED_KEY)]
+            with self._cond:
+                for reply in stored:
+                    if reply.key not in self._shown:
+                        self._shown.add(reply.key)
+                        self._append(incident_id, reply.user, reply.text, "reply")
+            replies.extend(stored)
+        return replies
+
+    def ack(self, incident_id: str, key: str) -> None:
+        """A reply was applied: stored ones are marked consumed (in-memory ones are gone already)."""
+        if self.state is not None and key.startswith(STORED_KEY):
+            self.state.consume(incident_id, key)
+
+    def replies(self, incident_id: str) -> list[tuple[str, str]]:
+        """New replies ``(user, text)`` since the last call, in order; each is returned once."""
+        from ..approval_state import take_replies
+
+        return take_replies(self, incident_id)
 
     def notify(self, incident_id: str, text: str) -> None:
         with self._cond:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..adapters.inbox_local import LocalInbox
 from ..adapters.store_sqlite import SQLiteStore
 from ..adapters.tickets_local import LocalTickets
 from ..approvals import ApprovalPolicy
@@ -27,6 +26,7 @@ from ..bootstrap import (
     Governor,
     build,
     build_approval_channel,
+    local_inbox,
     build_approval_policy,
     build_tickets,
     open_store,
@@ -180,7 +180,7 @@ class Runtime:
                 if tickets is None:
                     tickets = LocalTickets(":memory:" if replaying else settings.resolved_store_path)
                 if channel is None:
-                    channel = LocalInbox()
+                    channel = local_inbox(None if replaying else store, audit=governor.audit)
                 approvals = ApprovalPolicy.of(settings.approvers, settings.overriders)
             for resource in (channel, tickets):
                 if callable(getattr(resource, "close", None)):
