@@ -10,7 +10,6 @@ import pytest
 from safety_governor.catalogue import ActionCatalogue, CatalogueAction
 from safety_governor.config import DEFAULT_DATA_DIR
 from safety_governor.errors import InputError
-from safety_governor.knowledge import load_action_catalogue
 
 ACTIONS = DEFAULT_DATA_DIR / "actions.json"
 
@@ -101,13 +100,7 @@ def test_applies_to_respects_service_lists_and_the_wildcard(catalogue):
     assert not catalogue.applies_to("reboot_the_internet", "payments-api")
 
 
-def test_load_action_catalogue_keeps_its_dict_shape_for_existing_callers():
-    legacy = load_action_catalogue(ACTIONS)
-    assert len(legacy) == 46 and legacy["restart_nginx"]["services"] == ["elastic-downloads"]
-    assert legacy["restart_nginx"]["id"] == "restart_nginx"
-
-
 def test_the_wired_governor_hands_the_catalogue_ids_to_the_gate(governor):
-    assert set(governor.actions.ids()) == set(governor.catalogue)
+    assert set(governor.actions.ids()) == governor.pipeline.grounder.catalogue
     assert governor.pipeline.grounder.action_known("compact_ledger_segments") is False
     assert governor.pipeline.grounder.action_known("Restart_Nginx") is True

@@ -20,7 +20,16 @@ from .catalogue import ActionCatalogue
 from .config import GatePolicy, Settings, load_gate_policy
 from .errors import ConfigError
 from .pipeline import ReliabilityLayerAgent
-from .ports import AgentBackend, ApprovalChannel, AuditSink, Executor, ScoreProvider, Store, TicketPort, ToolPort
+from .ports import (
+    AgentBackend,
+    ApprovalChannel,
+    AuditSink,
+    Executor,
+    ScoreProvider,
+    Store,
+    TicketPort,
+    ToolPort,
+)
 from .tools import GovernorTools, LocalToolPort
 
 TOOL_TRANSPORTS = ("local", "mcp-inprocess")
@@ -186,7 +195,6 @@ class Governor:
     scores: ScoreProvider
     audit: AuditSink
     executor: Executor
-    catalogue: dict[str, dict[str, Any]]
     pipeline: ReliabilityLayerAgent
     actions: ActionCatalogue = field(default_factory=lambda: ActionCatalogue([]))
     _owned: list[Any] = field(default_factory=list)
@@ -230,13 +238,12 @@ def build(
         executor = build_executor(settings, store, actions)
         if hasattr(executor, "close"):
             owned.append(executor)
-    catalogue = actions.as_dicts()
     pipeline = ReliabilityLayerAgent(
         store=store, agent=agent, tools=tool_port, scores=scores, audit=audit, executor=executor,
-        policy=policy, catalogue=catalogue, actions=actions,
+        policy=policy, actions=actions,
     )
     governor = Governor(settings=settings, policy=policy, store=store, tools=tools, tool_port=tool_port,
-                        agent=agent, scores=scores, audit=audit, executor=executor, catalogue=catalogue,
+                        agent=agent, scores=scores, audit=audit, executor=executor,
                         pipeline=pipeline, actions=actions, _owned=owned)
     if tool_transport == "mcp-inprocess" and not explicit_port:
         use_mcp_tool_port(governor)

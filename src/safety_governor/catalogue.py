@@ -15,10 +15,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .config import describe_validation_error
 from .errors import ExecutionRefused, InputError
+from .knowledge import read_json
 from .models import GateOutput, Incident, NonEmptyStr, normalise_action
 
 ParamType = Literal["string", "integer", "number", "boolean"]
@@ -155,7 +163,6 @@ class ActionCatalogue:
     def load(cls, path: Path, *, missing_ok: bool = False) -> ActionCatalogue:
         """Load ``data/actions.json``. A missing file is an error unless ``missing_ok``
         (then the catalogue is empty and every executor refuses every action)."""
-        from .knowledge import read_json  # knowledge imports this module lazily too
 
         if missing_ok and not Path(path).exists():
             return cls([], source=str(path))
@@ -185,9 +192,6 @@ class ActionCatalogue:
         action = self.get(action_id)
         return action is not None and action.applies_to(service)
 
-    def as_dicts(self) -> dict[str, dict[str, Any]]:
-        """The catalogue as plain dicts keyed by id (the shape ``load_action_catalogue`` returns)."""
-        return {a.id: a.model_dump(mode="json", exclude_unset=True) | {"id": a.id} for a in self}
 
     def validate_parameters(
         self,

@@ -140,11 +140,3 @@ def seed_store(
                 docs = rebase_logs(docs, now)
             counts[index] = store.index_documents(index, docs) if docs else 0
     return LoadReport(counts=counts, source=source)
-
-
-def load_action_catalogue(path: Path) -> dict[str, dict[str, Any]]:
-    """The action catalogue (``data/actions.json``), keyed by lower-cased action id, validated
-    by ``catalogue.ActionCatalogue`` (errors name the file, the position and the field)."""
-    from .catalogue import ActionCatalogue  # lazily: catalogue imports read_json from here
-
-    return ActionCatalogue.load(Path(path), missing_ok=True).as_dicts()

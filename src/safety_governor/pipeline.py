@@ -251,8 +251,8 @@ class ReliabilityLayerAgent:
         audit: the append-only audit trail; a failed write stops execution.
         executor: what runs a passed or approved action (dry run by default).
         policy: the gate's versioned thresholds.
-        catalogue: action ids from the action catalogue (besides runbook actions).
-        actions: the typed action catalogue (verification reads rollback actions from it).
+        actions: the typed action catalogue (its ids count as known actions besides runbook
+            actions; verification reads rollback actions from it).
     """
 
     def __init__(
@@ -265,7 +265,6 @@ class ReliabilityLayerAgent:
         audit: AuditSink,
         executor: Executor,
         policy: GatePolicy,
-        catalogue: Iterable[str] = (),
         actions: ActionCatalogue | None = None,
     ) -> None:
         self.store = store
@@ -275,7 +274,7 @@ class ReliabilityLayerAgent:
         self.audit = audit
         self.executor = executor
         self.policy = policy
-        self.grounder = Grounder(store, policy, catalogue)
+        self.grounder = Grounder(store, policy, actions.ids() if actions is not None else ())
         self.actions = actions
 
     # --- phases --------------------------------------------------------------------------
