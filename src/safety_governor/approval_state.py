@@ -36,7 +36,6 @@ reply, resumes on the same Slack thread (``wait_posted``), and never runs an act
 
 from __future__ import annotations
 
-import inspect
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -83,12 +82,9 @@ def _now() -> datetime:
 
 
 def events_of_kind(store: Store, kinds: str | Iterable[str], incident_id: str | None = None) -> list[dict[str, Any]]:
-    """``workflow_events`` of some kinds, in insertion order. Uses the store's ``kind`` filter;
-    a store without it (an older adapter) is read whole and filtered here."""
+    """``workflow_events`` of some kinds, in insertion order (the store filters by kind)."""
     wanted = [kinds] if isinstance(kinds, str) else list(kinds)
-    if "kind" in inspect.signature(store.events).parameters:
-        return store.events(EVENTS, incident_id, limit=SCAN_LIMIT, kind=wanted)
-    return [e for e in store.events(EVENTS, incident_id, limit=SCAN_LIMIT) if e.get("kind") in wanted]
+    return store.events(EVENTS, incident_id, limit=SCAN_LIMIT, kind=wanted)
 
 
 @dataclass(frozen=True)
