@@ -22,6 +22,12 @@ from .errors import ConfigError, GovernorError, InputError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def report_failure(exc: GovernorError) -> int:
+    """An expected failure as one line on stderr; exit 2 for bad usage or input, else 1."""
+    print(f"error: {exc}", file=sys.stderr)
+    return EXIT_USAGE if isinstance(exc, (InputError, ConfigError)) else EXIT_FAILED
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings.from_env()
     updates = {}
@@ -360,12 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args))
-    except (InputError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except GovernorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_failure(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

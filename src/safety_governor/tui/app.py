@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..cli import EXIT_OK, report_failure
 from ..config import Settings
 from ..errors import ConfigError, GovernorError, InputError
 from .controller import Controller
 from .runtime import Options, Runtime
 from .state import Activity, DashboardState, KeyPressed, format_activity
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_FPS = 4.0
 PLAIN_DEFAULT_LIMIT = 180.0
 
@@ -250,12 +250,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             runtime.stop()
         print(runtime.summary(), file=out, flush=True)
         return code
-    except (InputError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     except GovernorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_failure(exc)
     except KeyboardInterrupt:
         if runtime is not None:
             runtime.stop()
