@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from safety_governor.config import Settings
     from safety_governor.errors import ConfigError, GovernorError, InputError
-    from safety_governor.mcp_server import serve
+    from safety_governor.mcp_serve import serve
 
     try:
         settings = Settings.from_env()

@@ -11,11 +11,10 @@ import pytest
 from mcp_harness import ENTRY, ROOT, TOKEN, HttpServer, free_port, seed_file_store, server_env
 
 from safety_governor.adapters.audit_jsonl import MemoryAudit
-from safety_governor.bootstrap import build
+from safety_governor.bootstrap import build, build_mcp_server, in_process_port
 from safety_governor.config import Settings
 from safety_governor.errors import ConfigError, ToolCallError
-from safety_governor.mcp_client import MCPToolPort, in_process_port
-from safety_governor.mcp_server import build_server
+from safety_governor.mcp_client import MCPToolPort
 from safety_governor.models import Incident
 from safety_governor.ports import ToolPort
 
@@ -44,7 +43,7 @@ def shared_audit() -> MemoryAudit:
 def port(request, seeded, shared_audit):
     """One port per transport, all recording into the same in-memory audit trail."""
     if request.param == "mcp-inprocess":
-        server = build_server(Settings(store_path=seeded["store"], output_dir=seeded["output"]))
+        server = build_mcp_server(Settings(store_path=seeded["store"], output_dir=seeded["output"]))
         p = MCPToolPort.in_process(server, audit=shared_audit)
     elif request.param == "mcp-stdio":
         server = None
@@ -143,7 +142,7 @@ def test_build_rejects_an_unknown_tool_transport(settings, store):
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="counts open file descriptors via /proc")
 def test_many_in_process_calls_reuse_worker_threads_and_store_connections(seeded):
     """A file store opens one connection per thread; the port must not get a new thread per call."""
-    server = build_server(Settings(store_path=seeded["store"], output_dir=seeded["output"]))
+    server = build_mcp_server(Settings(store_path=seeded["store"], output_dir=seeded["output"]))
     try:
         with MCPToolPort.in_process(server) as port:
             port.call("search_evidence", {"query": "latency", "service": "payments-api"})

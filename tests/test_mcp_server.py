@@ -19,7 +19,7 @@ from mcp_harness import ENTRY, ROOT, TOKEN, HttpServer, seed_file_store, server_
 from safety_governor import cli
 from safety_governor.adapters.audit_jsonl import MemoryAudit
 from safety_governor.adapters.store_sqlite import SQLiteStore
-from safety_governor.bootstrap import build
+from safety_governor.bootstrap import build, build_mcp_server
 from safety_governor.config import Settings
 from safety_governor.errors import StoreUnavailable
 from safety_governor.mcp_server import build_server
@@ -52,7 +52,7 @@ def seeded(tmp_path_factory, knowledge) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def in_process_server(seeded):
-    server = build_server(Settings(store_path=seeded["store"], output_dir=seeded["output"]))
+    server = build_mcp_server(Settings(store_path=seeded["store"], output_dir=seeded["output"]))
     yield server
     server.close()
 

@@ -13,9 +13,9 @@ from safety_governor.adapters.store_sqlite import SQLiteStore
 from safety_governor.bootstrap import build
 from safety_governor.config import Settings
 from safety_governor.knowledge import seed_store
-from safety_governor.tui.detection import Cluster, DetectionConfig, ErrorClusterDetector, PathStats, request_of
-from safety_governor.tui.logtail import SQLiteLogTail
-from safety_governor.tui.telemetry import STORYLINE, Fault, TrafficSimulator
+from safety_governor.service.detection import Cluster, DetectionConfig, ErrorClusterDetector, PathStats, request_of
+from safety_governor.service.logtail import SQLiteLogTail
+from safety_governor.service.telemetry import STORYLINE, Fault, TrafficSimulator
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_the_elasticsearch_tail_on_a_local_es_wire_fake_returns_each_line_once_i
     from elasticsearch import Elasticsearch
     from wire_fakes import FakeElasticsearch
 
-    from safety_governor.tui.logtail import ElasticLogTail
+    from safety_governor.service.logtail import ElasticLogTail
 
     base = int(time.time() * 1000)
     lines = [(f"log-{n}", base + (n // 2) * 1000,

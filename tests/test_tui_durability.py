@@ -21,9 +21,11 @@ from safety_governor.knowledge import seed_store
 from safety_governor.models import Incident
 from safety_governor.tui.controller import Controller
 from safety_governor.tui.panels import render_text
-from safety_governor.tui.runtime import Options, Runtime, TrafficWorker
+from safety_governor.service.runtime import Options, Runtime, TrafficWorker
 from safety_governor.tui.state import DashboardState, reduce_all
-from safety_governor.tui.workers import AgentWorker, SlackWorker, WorkItem
+from safety_governor.service.agent import AgentWorker
+from safety_governor.service.approval_loop import SlackWorker
+from safety_governor.service.board import WorkItem
 
 AUTH = Incident(id="inc-auth", service="auth-service", severity="critical", pattern="credential_reset_spike",
                 summary="Credential reset spike: POST /auth/reset-password at 10x normal volume with 429/500 "

@@ -21,22 +21,15 @@ from safety_governor.config import Settings
 from safety_governor.knowledge import seed_store
 from safety_governor.models import Incident
 from safety_governor.tui.controller import Controller
-from safety_governor.tui.runtime import TrafficWorker
+from safety_governor.service.runtime import TrafficWorker
 from safety_governor.tui.state import DashboardState, EventBus, IncidentUpdated, WorkerUpdated, reduce_all
-from safety_governor.tui.telemetry import STORYLINE, Fault, TrafficSimulator
-from safety_governor.tui.workers import (
-    AgentWorker,
-    Autopilot,
-    Board,
-    Counters,
-    LogsWorker,
-    Pauser,
-    SlackWorker,
-    WorkerConfig,
-    WorkerContext,
-    WorkItem,
-    autopilot_replies,
-)
+from safety_governor.service.telemetry import STORYLINE, Fault, TrafficSimulator
+from safety_governor.service.agent import AgentWorker
+from safety_governor.service.approval_loop import SlackWorker
+from safety_governor.service.autopilot import Autopilot, autopilot_replies
+from safety_governor.service.board import Board, Counters, Pauser, WorkItem
+from safety_governor.service.telemetry_workers import LogsWorker
+from safety_governor.service.worker import WorkerConfig, WorkerContext
 
 CHECKOUT = Incident(id="inc-checkout", service="checkout-web", severity="medium", pattern="5xx_spike",
                     summary="5xx spike: 21% of POST /checkout/confirm failing (500), right after release "

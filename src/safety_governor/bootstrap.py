@@ -1,12 +1,14 @@
 """The composition root: picks the adapters for the CLI, the TUI, the MCP entry and replay.
 
+Only entry points (the CLI, the service runtime, the MCP entry, replay, benchmarks) import it;
+nothing it imports imports it back.
+
 Nothing opens a database or a socket at import time; ``build`` does, and tests pass their own
 adapters by keyword.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from .adapters.audit_jsonl import JsonlAudit
@@ -19,6 +21,7 @@ from .approvals import ApprovalPolicy
 from .catalogue import ActionCatalogue
 from .config import GatePolicy, Settings, load_gate_policy
 from .errors import ConfigError
+from .governor import Governor
 from .pipeline import ReliabilityLayerAgent
 from .ports import (
     AgentBackend,
@@ -182,28 +185,6 @@ def build_approval_policy(settings: Settings) -> ApprovalPolicy:
                              (*settings.slack_overriders, *settings.overriders))
 
 
-@dataclass
-class Governor:
-    """The wired application: every adapter plus the pipeline over them."""
-
-    settings: Settings
-    policy: GatePolicy
-    store: Store
-    tools: GovernorTools
-    tool_port: ToolPort
-    agent: AgentBackend
-    scores: ScoreProvider
-    audit: AuditSink
-    executor: Executor
-    pipeline: ReliabilityLayerAgent
-    actions: ActionCatalogue = field(default_factory=lambda: ActionCatalogue([]))
-    _owned: list[Any] = field(default_factory=list)
-
-    def close(self) -> None:
-        for resource in self._owned:
-            resource.close()
-
-
 def build(
     settings: Settings | None = None,
     *,
@@ -253,10 +234,34 @@ def build(
 def use_mcp_tool_port(governor: Governor) -> ToolPort:
     """Route the pipeline's tool calls through an in-process MCP client session, on an MCP server
     built over ``governor``; the session closes with the governor, before its store."""
-    from .mcp_client import in_process_port
-
     port = in_process_port(governor)
     governor.tool_port = port
     governor.pipeline.tools = port
     governor._owned.insert(0, port)
     return port
+
+
+def in_process_port(governor: Governor, *, timeout: float | None = None) -> ToolPort:
+    """An MCP client session (``MCPToolPort``) on an in-process MCP server built over ``governor``."""
+    from .mcp_client import DEFAULT_TIMEOUT, MCPToolPort
+    from .mcp_server import build_server
+
+    return MCPToolPort.in_process(build_server(governor), audit=governor.audit,
+                                  timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
+
+
+def build_mcp_server(settings: Settings | None = None, *, token: str | None = None,
+                     public_url: str | None = None) -> Any:
+    """The MCP server over a governor built from ``settings`` (default ``Settings.from_env()``),
+    which the server owns: the store opens here, once, and ``server.close()`` closes it. No agent
+    backend is built: the server never converses with an agent; it only needs the configured
+    model's name (for evaluate_plan's confidence), so a live agent's settings are not required."""
+    from .mcp_server import build_server
+
+    settings = settings or Settings.from_env()
+    governor = build(settings, agent=OfflineAgent(model=settings.agent_model))
+    try:
+        return build_server(governor, owns_governor=True, token=token, public_url=public_url)
+    except BaseException:
+        governor.close()
+        raise

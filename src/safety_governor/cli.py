@@ -176,7 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_mcp(args: argparse.Namespace) -> int:
     import os
 
-    from .mcp_server import serve
+    from .mcp_serve import serve
 
     return serve(_settings(args), http=args.http, host=args.host, port=args.port, path=args.path,
                  environ=os.environ, log_level=args.log_level)

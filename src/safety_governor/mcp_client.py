@@ -231,10 +231,3 @@ class MCPToolPort:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def in_process_port(governor: Any, *, timeout: float = DEFAULT_TIMEOUT) -> MCPToolPort:
-    """An ``MCPToolPort`` on an in-process MCP server built over ``governor`` (fast mode)."""
-    from .mcp_server import build_server
-
-    return MCPToolPort.in_process(build_server(governor), audit=governor.audit, timeout=timeout)

@@ -1,6 +1,6 @@
 """The MCP server: the governor's nine tools over stdio and streamable HTTP (MCP SDK 2.x).
 
-``build_server(governor_or_settings)`` returns an ``MCPServer`` whose tools are the methods of
+``build_server(governor)`` returns an ``MCPServer`` whose tools are the methods of
 ``tools.GovernorTools`` plus ``evaluate_plan`` (the deterministic gate as a tool). Parameters are
 typed (``top_k`` 1..50, ``severity`` one of four words, non-empty strings), so the SDK rejects bad
 arguments before a tool runs; every tool returns a pydantic model, so clients get an
@@ -10,7 +10,7 @@ Errors: a bad argument or an anticipated failure becomes an ``is_error`` result 
 message. Anything unexpected reaches the client only as ``Error executing tool <name>``; tracebacks,
 paths and secrets stay in the server's log (stderr).
 
-Transports: ``serve()`` runs stdio (stdout carries MCP messages only, logs go to stderr) or
+Transports: ``mcp_serve.serve()`` runs stdio (stdout carries MCP messages only, logs go to stderr) or
 streamable HTTP at ``/mcp`` (default ``127.0.0.1:8010``). With ``MCP_SERVER_TOKEN`` set, HTTP
 requires ``Authorization: Bearer <token>`` (compared in constant time); without one it refuses to
 listen on anything but a loopback address.
@@ -19,11 +19,8 @@ listen on anything but a loopback address.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
-import signal
-import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -44,10 +41,9 @@ from pydantic import (
 )
 
 from . import __version__
-from .agents.offline import OfflineAgent
-from .bootstrap import Governor, build
-from .config import Settings, describe_validation_error
-from .errors import AuditWriteError, ConfigError, GovernorError, StoreError, StoreUnavailable, ToolCallError
+from .config import describe_validation_error
+from .governor import Governor
+from .errors import AuditWriteError, GovernorError, StoreError, StoreUnavailable, ToolCallError
 from .models import FrameworkScores, GateOutput, Incident, LogSummary, PlanOutput, Severity
 from .pipeline import PLAN_FIELDS
 from .tools import (
@@ -377,31 +373,25 @@ class GovernorMCPServer(MCPServer[Any]):
 
 
 def build_server(
-    source: Governor | Settings | None = None,
+    governor: Governor,
     *,
+    owns_governor: bool = False,
     token: str | None = None,
     public_url: str | None = None,
 ) -> GovernorMCPServer:
-    """Build the MCP server over a governor (or over one built from settings).
+    """Build the MCP server over a wired governor.
 
     Args:
-        source: a wired ``Governor`` (the caller keeps ownership), or ``Settings`` (the store is
-            opened here, once, and closed by ``server.close()``; no agent backend is built, only
-            ``AGENT_MODEL`` is read); default ``Settings.from_env()``.
+        governor: the ``Governor`` whose tools the server exposes.
+        owns_governor: ``server.close()`` closes the governor (``bootstrap.build_mcp_server``
+            builds one from settings this way); otherwise the caller keeps ownership.
         token: require this bearer token on streamable HTTP (stdio and in-process ignore it).
         public_url: the server's URL, advertised as the token issuer (default the local URL).
 
     The SDK configures the root logger when an ``MCPServer`` is constructed; that is undone
     here, so building a server in-process (the TUI, tests) leaves logging as it was.
     """
-    owns = not isinstance(source, Governor)
-    if isinstance(source, Governor):
-        governor = source
-    else:
-        settings = source or Settings.from_env()
-        # The server never converses with an agent; it only needs the configured model's name (for
-        # evaluate_plan's confidence), so a live agent backend's settings are not required here.
-        governor = build(settings, agent=OfflineAgent(model=settings.agent_model))
+    owns = owns_governor
     auth_kwargs: dict[str, Any] = {}
     if token:
         auth_kwargs = {
@@ -419,101 +409,8 @@ def build_server(
             governor, owns_governor=owns, name=SERVER_NAME, title="Safety Governor", version=__version__,
             instructions=INSTRUCTIONS, log_level="WARNING", **auth_kwargs,
         )
-    except BaseException:
-        if owns:
-            governor.close()
-        raise
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
     _register_tools(server, governor)
     return server
-
-
-# --- serving ----------------------------------------------------------------------------------
-
-
-def is_loopback(host: str) -> bool:
-    if host.strip().lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def server_token(environ: Mapping[str, str]) -> str | None:
-    """``MCP_SERVER_TOKEN`` (blank means unset). Raises ``ConfigError`` if it is too short."""
-    token = (environ.get(TOKEN_ENV) or "").strip()
-    if not token:
-        return None
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise ConfigError(f"{TOKEN_ENV} is too short: use at least {MIN_TOKEN_LENGTH} characters")
-    return token
-
-
-def _configure_logging(level: str) -> None:
-    """Everything to stderr: on stdio, stdout carries MCP messages only."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    log.setLevel(logging.INFO)
-
-
-def _interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
-def serve(
-    settings: Settings,
-    *,
-    http: bool = False,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
-    path: str = DEFAULT_PATH,
-    environ: Mapping[str, str],
-    log_level: str = "warning",
-) -> int:
-    """Run the server until interrupted (stdio: until stdin closes). Returns an exit code.
-
-    Raises ``ConfigError`` (CLI exit 2) for a bad token, a non-loopback host without a token or
-    a bad port, before anything is opened.
-    """
-    token = server_token(environ) if http else None
-    if http:
-        if not 0 < port < 65536:
-            raise ConfigError(f"--port must be 1-65535, got {port}")
-        if not is_loopback(host) and token is None:
-            raise ConfigError(
-                f"refusing to listen on {host} without a token: set {TOKEN_ENV} or use --host 127.0.0.1"
-            )
-        if not path.startswith("/"):
-            raise ConfigError(f"--path must start with '/', got {path!r}")
-    _configure_logging(log_level)
-    url_host = f"[{host}]" if ":" in host else host
-    server = build_server(settings, token=token, public_url=f"http://{url_host}:{port}" if http else None)
-    try:
-        if not http:
-            log.info("MCP server %s %s on stdio (store %s)", SERVER_NAME, __version__,
-                     "elasticsearch" if settings.elastic_url else "embedded")
-            server.run("stdio")
-            return 0
-        import anyio
-        import uvicorn
-
-        app = server.streamable_http_app(streamable_http_path=path, host=host)
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                                log_level=log_level.lower(), lifespan="on")
-        log.info("MCP server %s %s on http://%s:%d%s (%s)", SERVER_NAME, __version__, url_host, port, path,
-                 "bearer token required" if token else "no token: loopback only")
-        # uvicorn shuts down gracefully on SIGTERM, then re-raises it; make that an interrupt, so the
-        # store is closed below instead of the process dying on the default handler.
-        signal.signal(signal.SIGTERM, _interrupt)
-        anyio.run(uvicorn.Server(config).serve)
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        server.close()

@@ -23,7 +23,7 @@ from ..cli import EXIT_OK, report_failure
 from ..config import Settings
 from ..errors import ConfigError, GovernorError, InputError
 from .controller import Controller
-from .runtime import Options, Runtime
+from ..service.runtime import Options, Runtime
 from .state import Activity, DashboardState, KeyPressed, format_activity
 
 MAX_FPS = 4.0

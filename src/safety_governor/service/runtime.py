@@ -1,6 +1,7 @@
-"""Wiring the dashboard: its store, the governor over it, tickets, inbox, telemetry and workers.
+"""Wiring the incident service: its store, the governor over it, tickets, inbox, telemetry and
+workers. Every face (the dashboard, ``--no-tui``, headless ``serve``) runs this same service.
 
-The dashboard runs on its own embedded store file (``output/governor.db`` unless
+The service runs on its own embedded store file (``output/governor.db`` unless
 ``GOVERNOR_STORE_PATH`` says otherwise), seeded at start from ``data/`` (knowledge only: the
 telemetry comes from the simulated production), and audits to ``output/*.jsonl``.
 
@@ -34,28 +35,18 @@ from ..bootstrap import (
 from ..config import Settings
 from ..errors import GovernorError, InputError
 from ..knowledge import load_knowledge_file, merge_knowledge, seed_store
+from .agent import AgentWorker
+from .approval_loop import SlackWorker
+from .autopilot import Autopilot
+from .board import Board, Counters, Pauser, WorkItem
 from .detection import DetectionConfig
 from .durability import resume
+from .events import EventBus, Integration, IntegrationsUpdated
 from .logtail import open_log_tail
-from .state import EventBus
+from .records import kb_metrics
 from .telemetry import STORYLINES, TrafficSimulator
-from .workers import (
-    AgentWorker,
-    AuditWorker,
-    Autopilot,
-    Board,
-    Counters,
-    LogsWorker,
-    Pauser,
-    ReplayItem,
-    SlackWorker,
-    Worker,
-    WorkerConfig,
-    WorkerContext,
-    WorkItem,
-    integrations_event,
-    kb_metrics,
-)
+from .telemetry_workers import AuditWorker, LogsWorker, ReplayItem
+from .worker import Worker, WorkerConfig, WorkerContext
 
 MODES = ("fast", "present", "live")
 # What fast and present mode switch off, whatever .env configures: no account, no network.
@@ -125,7 +116,7 @@ class TrafficWorker(Worker):
 
 @dataclass
 class Runtime:
-    """Everything the dashboard runs; ``start``, then ``stop`` and ``close``."""
+    """Everything the service runs; ``start``, then ``stop`` and ``close``."""
 
     settings: Settings
     options: Options
@@ -359,3 +350,7 @@ def scenario_replays(
         if scenario.approvals:
             scripts[incident.id] = [(r.user, r.text) for r in scenario.approvals]
     return replays, scripts
+
+
+def integrations_event(items: list[tuple[str, str, bool, str]]) -> IntegrationsUpdated:
+    return IntegrationsUpdated(tuple(Integration(role=r, name=n, ok=ok, detail=d) for r, n, ok, d in items))

@@ -1,23 +1,20 @@
-"""Durable approvals in the dashboard: what a restart keeps, through issue 6's ``ApprovalState``.
+"""Durable approvals in the incident service: what a restart keeps, through ``ApprovalState``.
 
 * The agent worker opens a wait (``ApprovalState.open_wait``, with the whole assessment) *before*
-  it posts an approval request, so every request the dashboard made can be found again.
+  it posts an approval request, so every request the service made can be found again.
 * The slack worker applies each reply, records it (``pipeline.record_approval``) and acknowledges
   it on the channel (``ack``) in one store transaction: a reply is processed exactly once.
 * The agent worker looks for an earlier execution of the decision (``execution_for``) before it
   executes: a decision is never executed twice, whatever restarted in between.
 * The wait is closed when the incident reaches a final state (resolved, escalated, rejected).
 
-A restarted dashboard over the same store calls ``resume`` before its workers start: each open
+A restarted service over the same store calls ``resume`` before its workers start: each open
 wait comes back to the queue in the state its recorded replies give (PENDING_APPROVAL, HELD,
 READY_TO_EXECUTE, or VERIFYING when the action already ran before the restart), with its ticket
 and thread, and is requested again on the channel (Slack: the same thread, no second post; the
 local inbox, which lives in memory: the request is put back, and a reply pushed before the
 restart but not yet applied is lost while the incident stays pending).
 
-``IntegrationWatch`` turns the channels' and tickets' ``error`` (set by the Slack and Jira
-adapters while they are unreachable, cleared once calls succeed) into status-panel and activity
-updates; the adapters themselves queue and retry the calls.
 """
 
 from __future__ import annotations
@@ -40,20 +37,16 @@ from ..incident_state import current_state
 from ..models import ExecutionRecord
 from ..pipeline import ReliabilityLayerAgent
 from ..ports import ApprovalChannel, Ticket
-from .state import IntegrationChanged, ThreadEntry
+from .board import WorkItem, utcnow
+from .events import ThreadEntry
+from .records import approval_message
 
 if TYPE_CHECKING:
-    from .workers import WorkerContext, WorkItem
+    from .worker import WorkerContext
 
 # The key of the assessment snapshot that holds what only the dashboard needs after a restart.
 DASHBOARD = "dashboard"
 FINAL_STATES = frozenset({"resolved", "rejected", "escalated"})
-
-
-def _utcnow() -> datetime:
-    from .workers import utcnow
-
-    return utcnow()
 
 
 def wait_snapshot(item: WorkItem) -> dict[str, Any]:
@@ -127,7 +120,7 @@ def _thread(store: Any, incident_id: str, decision_id: str, record: dict[str, An
         try:
             return datetime.fromisoformat(str(value))
         except ValueError:
-            return _utcnow()
+            return utcnow()
 
     entries = [ThreadEntry(at=at(record.get("at")), author="governor", text=str(record.get("message", "")),
                            kind="request")]
@@ -142,8 +135,6 @@ def resume(ctx: WorkerContext, pipeline: ReliabilityLayerAgent, approvals: Appro
     """Put every open wait of ``pipeline.store`` back on the board (see the module docstring);
     returns the items resumed. Waits whose incident reached a final state are closed instead."""
     import time
-
-    from .workers import WorkItem, approval_message
 
     state = ctx.approval_state(pipeline.store)
     channel = str(getattr(ctx.channel, "name", "channel"))
@@ -174,7 +165,7 @@ def resume(ctx: WorkerContext, pipeline: ReliabilityLayerAgent, approvals: Appro
                         baseline_error_rate=extras.get("baseline_error_rate"),
                         verify_live=bool(extras.get("verify_live", True)), ticket=ticket, assessment=a,
                         session=session, preview=extras.get("preview"), requested=True, step=None,
-                        detected_at=datetime.fromisoformat(detected) if detected else _utcnow())
+                        detected_at=datetime.fromisoformat(detected) if detected else utcnow())
         item.thread = _thread(pipeline.store, incident_id, decision_id, record)
         now = time.monotonic()
         if prior is not None:
@@ -195,7 +186,7 @@ def resume(ctx: WorkerContext, pipeline: ReliabilityLayerAgent, approvals: Appro
             except GovernorError as exc:  # stays waiting: nothing executes without a reply
                 state.record_error(channel, "request", str(exc).splitlines()[0][:300], incident_id=incident_id)
                 note += f" (the request could not be posted: {exc}; retried)"
-        item.thread.append(ThreadEntry(at=_utcnow(), author="governor", text=note, kind="notify"))
+        item.thread.append(ThreadEntry(at=utcnow(), author="governor", text=note, kind="notify"))
         ctx.board.add(item)
         ctx.publish(item)
         ctx.activity("slack", f"{item.label} {note}", level="warn" if item.state != "VERIFYING" else "info",
@@ -204,34 +195,3 @@ def resume(ctx: WorkerContext, pipeline: ReliabilityLayerAgent, approvals: Appro
     if resumed:
         ctx.metrics(ctx.counters.bump(detected=len(resumed)))
     return resumed
-
-
-# --- integration health -------------------------------------------------------------------------
-
-
-class IntegrationWatch:
-    """Shows an outage of the approval channel or the ticket system, and its end, once each."""
-
-    def __init__(self, ctx: WorkerContext) -> None:
-        self.ctx = ctx
-        self._last: dict[str, str | None] = {}
-
-    def check(self) -> None:
-        for role, thing, consequence in (
-            ("approvals", self.ctx.channel, "incidents stay pending: nothing executes without a reply"),
-            ("tickets", self.ctx.tickets, "tickets are kept locally meanwhile"),
-        ):
-            error = getattr(thing, "error", None)
-            error = error if isinstance(error, str) and error else None
-            before = self._last.get(role)
-            if error == before:
-                continue
-            self._last[role] = error
-            name = str(getattr(thing, "name", role))
-            if error is not None:
-                self.ctx.bus.post(IntegrationChanged(role, False, f"{error} · retrying"))
-                self.ctx.activity("slack" if role == "approvals" else "agent",
-                                  f"✗ {name} unavailable: {error}; retried later, {consequence}", level="error")
-            elif before is not None:
-                self.ctx.bus.post(IntegrationChanged(role, True, "reachable again"))
-                self.ctx.activity("slack" if role == "approvals" else "agent", f"✓ {name} reachable again")

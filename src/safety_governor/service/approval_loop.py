@@ -1,0 +1,215 @@
+"""The slack worker: the approval loop over the ``ApprovalChannel`` port (the local inbox
+offline, Slack when configured). Each reply goes through the core's ``ApprovalSession`` rules, is
+audited and is acknowledged in the same store transaction (exactly once); it also approves
+learned runbooks on request (the ``l`` key) and shows integration outages."""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+from ..approvals import parse_command
+from ..errors import GovernorError, InputError
+from ..models import ApprovalEvent
+from .board import REPLY_STATES, WorkItem, utcnow
+from .durability import ack_reply, close_wait, pending_replies
+from .events import IntegrationChanged, ThreadEntry
+from .records import kb_metrics, record_incident_state, update_channel, write_run_record
+from .worker import Worker, WorkerContext
+
+
+class SlackWorker(Worker):
+    """Reads replies from the approval channel and applies the core's approval rules to them.
+
+    Each reply is applied, recorded (``pipeline.record_approval``) and acknowledged on the channel
+    in one store transaction; when that fails, the session forgets the reply and the channel
+    keeps it (Slack re-delivers it on the next step). Between replies it drives the retries of
+    queued ticket calls, shows outages (``IntegrationWatch``) and approves learned runbooks
+    asked for with the ``l`` key.
+    """
+
+    role = "slack"
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(ctx)
+        self.watch = IntegrationWatch(ctx)
+
+    def step(self) -> None:
+        ctx = self.ctx
+        self.review_runbooks()
+        flush = getattr(ctx.tickets, "flush", None)
+        if callable(flush):
+            try:
+                flush()
+            except GovernorError as exc:  # recorded by the adapter; shown by the watch below
+                ctx.logger.warning("ticket retries: %s", exc)
+        for item in ctx.board.awaiting_replies():
+            for reply in pending_replies(ctx.channel, item.incident.id):
+                self.handle(item, reply.user, reply.text, key=reply.key)
+        self.watch.check()
+        wait = getattr(ctx.channel, "wait", None)
+        if callable(wait):
+            wait(ctx.config.approvals_interval)
+        else:
+            ctx.stop.wait(ctx.config.approvals_interval)
+
+    def handle(self, item: WorkItem, user: str, text: str, *, key: str | None = None) -> ApprovalEvent | None:
+        """Apply one reply. ``key`` is the channel's id for it, acknowledged with the record."""
+        ctx = self.ctx
+        pause: str | None = None
+        with item.lock:
+            session, a = item.session, item.assessment
+            if session is None or a is None:
+                return None
+            before = (session.state, session.authorised_by, session.override_reason, len(session.events))
+            try:
+                with item.pipeline.store.atomic():
+                    if item.state in REPLY_STATES:
+                        event = session.apply(user, text, at=utcnow())
+                    else:
+                        # Too late to change anything; still recorded, like every reply.
+                        event = ApprovalEvent(user=user, text=text, command=parse_command(text)[0], outcome="ignored",
+                                              reason=f"arrived after the incident moved to {item.state}", at=utcnow())
+                        session.events.append(event)
+                    item.pipeline.record_approval(a, session)
+                    if key is not None:
+                        ack_reply(ctx.channel, item.incident.id, key)
+            except BaseException:
+                # Rolled back: the session forgets the reply as well (the channel still has it).
+                session.state, session.authorised_by, session.override_reason = before[:3]
+                del session.events[before[3]:]
+                raise
+            item.thread.append(ThreadEntry(at=event.at or utcnow(), author=user, text=text, kind="reply",
+                                           outcome=event.outcome))
+            if event.outcome == "accepted" and item.state in REPLY_STATES:
+                pause = self._transition(item, event)
+            elif event.outcome == "refused":
+                ctx.metrics(ctx.counters.bump(refusals=1))
+                pause = f"{item.label}: APPROVE refused, only FORCE_OVERRIDE <reason> proceeds"
+        answer = event.reason or event.outcome
+        self._notify(item, answer)
+        if item.ticket:
+            ctx.tickets.comment(item.ticket.key, f"{user}: {text!r} → {event.outcome}: {answer}")
+        level = "warn" if event.outcome in ("refused", "unauthorized", "invalid") else "info"
+        ctx.activity("slack", f"{item.label} {user}: {text} → {event.outcome}", level=level,
+                     incident_id=item.incident.id)
+        ctx.publish(item)
+        ctx.board.wake()
+        if pause:
+            ctx.pauser.pause(pause)
+            with item.lock:
+                if item.state == "READY_TO_EXECUTE" and item.step is None:
+                    item.step, item.due = "execute", time.monotonic()
+            ctx.board.wake()
+        return event
+
+    # --- learned runbooks (the l key) ------------------------------------------------------
+
+    def review_runbooks(self) -> None:
+        while True:
+            try:
+                incident_id, user = self.ctx.reviews.get_nowait()
+            except queue.Empty:
+                return
+            self.approve_runbook(incident_id, user)
+
+    def approve_runbook(self, incident_id: str, user: str) -> list[dict[str, Any]]:
+        """Approve the learned runbook(s) of the incident waiting for review, as ``user``, when
+        ``user`` may decide on that incident (audited either way); returns the approved entries."""
+        from ..learning import approve_runbook, knowledge_base_counts, review_queue
+
+        ctx = self.ctx
+        item = ctx.board.get(incident_id)
+        if item is None:
+            ctx.activity("slack", f"runbook review: {incident_id} is not on the board", level="warn")
+            return []
+        store = item.pipeline.store
+        pending = [d for d in review_queue(store, limit=10_000) if d.get("incident_id") == incident_id]
+        if not pending:
+            ctx.activity("slack", f"{item.label}: no learned runbook waits for review", level="warn",
+                         incident_id=incident_id)
+            return []
+        if not item.approvals.may_decide(user):
+            reason = f"{user} is not a configured approver"
+            if ctx.audit is not None:
+                ctx.audit.record("workflow_events", {
+                    "kind": "runbook_review_refused", "incident_id": incident_id,
+                    "runbook_ids": [d["id"] for d in pending], "user": user, "reason": reason,
+                    "at": utcnow().isoformat()})
+            ctx.activity("slack", f"✗ {item.label} runbook approval refused: {reason}", level="warn",
+                         incident_id=incident_id)
+            return []
+        approved = []
+        for doc in pending:
+            try:
+                approved.append(approve_runbook(store, str(doc["id"]), user, audit=ctx.audit))
+            except InputError as exc:  # reviewed meanwhile (the CLI, another dashboard)
+                ctx.activity("slack", f"{item.label}: {exc}", level="warn", incident_id=incident_id)
+        for doc in approved:
+            if item.learned is None or item.learned.get("id") == doc["id"]:
+                item.learned = doc
+            ctx.activity("slack", f"{item.label} runbook {doc['id']} ({doc.get('recommended_action')}) approved by "
+                                  f"{user}: retrievable from now on", incident_id=incident_id)
+        ctx.metrics(ctx.counters.set(**kb_metrics(knowledge_base_counts(ctx.store))))
+        ctx.publish(item)
+        return approved
+
+    def _transition(self, item: WorkItem, event: ApprovalEvent) -> str | None:
+        ctx = self.ctx
+        if event.command in ("APPROVE", "FORCE_OVERRIDE"):
+            item.state, item.step, item.due = "READY_TO_EXECUTE", "execute", time.monotonic()
+            if event.command == "FORCE_OVERRIDE":
+                ctx.metrics(ctx.counters.bump(overrides=1))
+                if ctx.pauser.enabled:
+                    item.step = None  # a key moment: the execution waits for the pause to end
+                return f"{item.label}: FORCE_OVERRIDE by {event.user} accepted, logged permanently"
+            ctx.metrics(ctx.counters.bump(approved=1))
+        elif event.command == "HOLD":
+            item.state, item.step = "HELD", None
+            ctx.metrics(ctx.counters.bump(held=1))
+            record_incident_state(ctx, item, "held", f"HOLD by {event.user}")
+        elif event.command == "REJECT":
+            item.state, item.step, item.closed_at = "REJECTED", None, time.monotonic()
+            ctx.metrics(ctx.counters.bump(rejected=1))
+            if item.ticket:
+                ctx.tickets.resolve(item.ticket.key, f"Rejected by {event.user}: {event.text}")
+            update_channel(ctx, item, f"rejected by {event.user}", final=True)
+            close_wait(ctx, item, "rejected", f"rejected by {event.user}")
+            write_run_record(ctx, item)
+        return None
+
+    def _notify(self, item: WorkItem, text: str) -> None:
+        item.thread.append(ThreadEntry(at=utcnow(), author="governor", text=text, kind="notify"))
+        try:
+            self.ctx.channel.notify(item.incident.id, text)
+        except GovernorError as exc:
+            self.ctx.activity("slack", f"approval channel: {exc}", level="warn")
+
+
+class IntegrationWatch:
+    """Shows an outage of the approval channel or the ticket system, and its end, once each."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self._last: dict[str, str | None] = {}
+
+    def check(self) -> None:
+        for role, thing, consequence in (
+            ("approvals", self.ctx.channel, "incidents stay pending: nothing executes without a reply"),
+            ("tickets", self.ctx.tickets, "tickets are kept locally meanwhile"),
+        ):
+            error = getattr(thing, "error", None)
+            error = error if isinstance(error, str) and error else None
+            before = self._last.get(role)
+            if error == before:
+                continue
+            self._last[role] = error
+            name = str(getattr(thing, "name", role))
+            if error is not None:
+                self.ctx.bus.post(IntegrationChanged(role, False, f"{error} · retrying"))
+                self.ctx.activity("slack" if role == "approvals" else "agent",
+                                  f"✗ {name} unavailable: {error}; retried later, {consequence}", level="error")
+            elif before is not None:
+                self.ctx.bus.post(IntegrationChanged(role, True, "reachable again"))
+                self.ctx.activity("slack" if role == "approvals" else "agent", f"✓ {name} reachable again")
