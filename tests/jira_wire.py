@@ -5,6 +5,12 @@ What the ``jira`` client calls for our flow: ``GET /rest/api/2/serverInfo`` (Clo
 ``/rest/api/2/search`` answers 410 Gone as Cloud does), ``POST /rest/api/2/issue`` (201),
 ``GET /rest/api/2/issue/KEY``, ``POST …/comment`` (201), ``GET/POST …/transitions`` (204),
 ``GET /rest/api/2/myself``. Basic auth is checked on every call.
+
+Built from Atlassian's REST v2 reference and its "Search and reconcile" guide
+(developer.atlassian.com/cloud/jira/platform/search-and-reconcile): ``/search/jql`` is eventually
+consistent, so an issue created through the API stays out of search results until ``index()`` is
+called (the search index catching up), unless its id is passed in ``reconcileIssues`` (at most 50),
+as on Jira Cloud.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ class FakeJira:
         self.failures: list[tuple[str, str, int]] = []  # (method, path regex, status), consumed in order
         self.down_status: int | None = None
         self._seq = 100
+        self.unindexed: set[str] = set()  # keys created through the API that search cannot see yet
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -96,6 +103,10 @@ class FakeJira:
     def paths(self, method: str | None = None) -> list[str]:
         return [c.path for c in self.calls if method is None or c.method == method]
 
+    def index(self) -> None:
+        """The search index catches up with every write."""
+        self.unindexed.clear()
+
     def add_issue(self, key: str, summary: str, labels: list[str], status: str = "Open") -> None:
         self._seq += 1
         self.issues[key] = {"id": str(self._seq), "key": key, "self": f"{self.url}/rest/api/2/issue/{self._seq}",
@@ -129,8 +140,12 @@ class FakeJira:
             jql = query.get("jql", [""])[0]
             label = re.search(r'labels = "([^"]+)"', jql)
             project = re.search(r'project = "([^"]+)"', jql)
+            reconcile = [v for raw in query.get("reconcileIssues", []) for v in raw.split(",") if v]
+            if len(reconcile) > 50:
+                return 400, {"errorMessages": ["reconcileIssues accepts at most 50 issue ids."]}
             found = [i for i in self.issues.values()
-                     if (not label or label.group(1) in i["fields"]["labels"])
+                     if (i["key"] not in self.unindexed or i["id"] in reconcile)
+                     and (not label or label.group(1) in i["fields"]["labels"])
                      and (not project or i["key"].startswith(project.group(1) + "-"))]
             return 200, {"issues": found, "isLast": True}
         if p == "issue" and method == "POST":
@@ -138,6 +153,7 @@ class FakeJira:
             key = f"{fields['project']['key']}-{self._seq + 1}"
             self.add_issue(key, fields["summary"], list(fields.get("labels", [])))
             self.issues[key]["fields"].update({k: v for k, v in fields.items() if k not in ("labels", "summary")})
+            self.unindexed.add(key)
             issue = self.issues[key]
             return 201, {"id": issue["id"], "key": key, "self": issue["self"]}
         m = re.fullmatch(r"issue/([A-Z]+-\d+)(/comment|/transitions)?", p)

@@ -188,3 +188,47 @@ def test_bootstrap_names_every_missing_jira_variable_once_one_is_set(store, tmp_
                         jira_project_key="OPS")
     assert isinstance(build_tickets(settings, store), FallbackTickets)
     assert TOKEN not in repr(settings)
+
+
+class FailingLinks(ApprovalState):
+    """Bookkeeping whose ``link_ticket`` fails ``times`` times (the store is down, or the process
+    dies right after Jira created the issue)."""
+
+    def __init__(self, store, times: int) -> None:
+        super().__init__(store)
+        self.times = times
+
+    def link_ticket(self, *args, **kwargs):
+        if self.times:
+            self.times -= 1
+            raise TicketError("store unavailable")
+        return super().link_ticket(*args, **kwargs)
+
+
+def test_a_retry_after_a_lost_link_reconciles_its_own_new_issue_on_the_eventually_consistent_fake_jira(
+        jira, store, clock):
+    t = tickets(jira.url, store, clock, state=FailingLinks(store, times=1))
+    with pytest.raises(TicketError):
+        t.create(INCIDENT)
+    assert jira.unindexed == {"OPS-101"}  # search cannot see it yet
+    assert t.create(INCIDENT).key == "OPS-101"
+    [_, search] = [c for c in jira.calls if c.path == "/rest/api/2/search/jql"]
+    assert search.query["reconcileIssues"] == ["101"]
+    assert jira.paths("POST").count("/rest/api/2/issue") == 1
+
+
+def test_a_restart_right_after_a_create_waits_for_the_search_index_instead_of_creating_a_second_issue(
+        jira, store, clock):
+    from datetime import UTC, datetime, timedelta
+
+    wall = [datetime(2026, 12, 1, 12, 0, tzinfo=UTC)]
+    crashed = tickets(jira.url, store, clock, state=FailingLinks(store, times=1), now=lambda: wall[0])
+    with pytest.raises(TicketError):
+        crashed.create(INCIDENT)  # Jira created OPS-101; the process died before recording it
+    restarted = tickets(jira.url, store, clock, now=lambda: wall[0])
+    wall[0] += timedelta(seconds=5)
+    with pytest.raises(TicketError, match="not be searchable yet"):
+        restarted.create(INCIDENT)
+    jira.index()
+    assert restarted.create(INCIDENT).key == "OPS-101"
+    assert jira.paths("POST").count("/rest/api/2/issue") == 1

@@ -136,7 +136,10 @@ class FakeElasticsearch(RecordingServer):
 
     Args:
         search: answers ``_search`` as ``(index, body) -> response dict`` (default: no hits).
-        reject: ``(index, id, source) -> (type, reason) | None`` fails single bulk items.
+        reject: ``(index, id, source) -> (type, reason) | (type, reason, status) | None`` fails single
+            bulk items (status 400 unless given; a ``429`` with ``es_rejected_execution_exception`` is
+            how Elasticsearch reports a full write queue for one item of a 200 bulk reply).
+        version: the ``version`` object of ``GET /`` (Serverless sends ``build_flavor: serverless``).
         product_header: send ``X-Elastic-Product`` (the client refuses servers without it).
         data_streams: names that are data streams (``GET /_data_stream/<name>``).
     """
@@ -145,8 +148,9 @@ class FakeElasticsearch(RecordingServer):
         self,
         *,
         search: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None,
-        reject: Callable[[str, str, dict[str, Any]], tuple[str, str] | None] | None = None,
+        reject: Callable[[str, str, dict[str, Any]], tuple[Any, ...] | None] | None = None,
         product_header: bool = True,
+        version: dict[str, Any] | None = None,
         data_streams: tuple[str, ...] = (),
     ) -> None:
         super().__init__(self._route)
@@ -156,6 +160,7 @@ class FakeElasticsearch(RecordingServer):
         self.search_handler = search or (lambda index, body: empty_search())
         self.reject = reject
         self.product_header = product_header
+        self.version = version or {"number": "9.2.0", "build_flavor": "default"}
         self.data_streams = set(data_streams)
         self._next_seq = 0
         self._store_lock = threading.Lock()
@@ -185,7 +190,7 @@ class FakeElasticsearch(RecordingServer):
         parts = [p for p in req.path.split("/") if p]
         m = req.method
         if not parts:
-            return self._ok({"name": "fake", "cluster_name": "fake", "version": {"number": "9.2.0"},
+            return self._ok({"name": "fake", "cluster_name": "fake", "version": self.version,
                              "tagline": "You Know, for Search"})
         if parts == ["_bulk"]:
             return self._bulk(req)
@@ -263,7 +268,8 @@ class FakeElasticsearch(RecordingServer):
             rejected = self.reject(index, doc_id, source or {}) if (self.reject and source is not None) else None
             if rejected:
                 errors = True
-                items.append({action: {"_index": index, "_id": doc_id, "status": 400,
+                status = int(rejected[2]) if len(rejected) > 2 else 400
+                items.append({action: {"_index": index, "_id": doc_id, "status": status,
                                        "error": {"type": rejected[0], "reason": rejected[1]}}})
             elif action == "create" and exists:
                 errors = True

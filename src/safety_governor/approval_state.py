@@ -21,6 +21,8 @@ kind               meaning (extra fields)
 ``outbox_done``    that call succeeded, or failed for good (``op_id``, ``result``)
 ``integration_error`` a call failed (``integration``, ``operation``, ``error``, ``retry_in``)
 ``ticket_linked``  the incident's ticket (``system``: jira or local, ``key``, ``url``)
+``ticket_creating`` a ticket is about to be created in ``system`` (a restart that finds this
+                   without a ``ticket_linked`` knows the create may have happened)
 =================  ==========================================================================
 
 None of these kinds starts with ``approval_`` (the pipeline's own approval outcomes) and none
@@ -68,8 +70,9 @@ OUTBOX_QUEUED = "outbox_queued"
 OUTBOX_DONE = "outbox_done"
 INTEGRATION_ERROR = "integration_error"
 TICKET_LINKED = "ticket_linked"
+TICKET_CREATING = "ticket_creating"
 KINDS = (WAIT_OPENED, WAIT_POSTED, WAIT_CLOSED, REPLY_RECEIVED, REPLY_CONSUMED, OUTBOX_QUEUED, OUTBOX_DONE,
-         INTEGRATION_ERROR, TICKET_LINKED)
+         INTEGRATION_ERROR, TICKET_LINKED, TICKET_CREATING)
 APPROVAL_KINDS = ("approval_accepted", "approval_refused", "approval_ignored", "approval_unauthorized",
                   "approval_invalid")
 # Cross-incident reads ask for at most this many records of a kind (far above any real backlog).
@@ -321,6 +324,18 @@ class ApprovalState:
         with self._tx():
             if self.ticket(incident_id, system) is None:
                 self._append(TICKET_LINKED, incident_id, system=system, key=key, url=url)
+
+    def ticket_creating(self, incident_id: str, system: str) -> dict[str, Any] | None:
+        """Record (on the first call) and return the intent to create the incident's ticket in
+        ``system``: the record with its ``at``, the earliest if there are several."""
+        with self._tx():
+            mine = [e for e in self._events(TICKET_CREATING, incident_id) if e.get("system") == system]
+            return mine[0] if mine else self._append(TICKET_CREATING, incident_id, system=system)
+
+    def creating_since(self, incident_id: str, system: str) -> datetime | None:
+        """When a create of the incident's ticket in ``system`` was started, if one was."""
+        mine = [e for e in self._events(TICKET_CREATING, incident_id) if e.get("system") == system]
+        return datetime.fromisoformat(str(mine[0]["at"])) if mine else None
 
     def ticket(self, incident_id: str, system: str | None = None) -> dict[str, Any] | None:
         links = [e for e in self._events(TICKET_LINKED, incident_id) if system is None or e.get("system") == system]

@@ -6,9 +6,17 @@ bodies; Jira Cloud auth is the email plus an API token).
 * **One issue per incident, even across crashes.** ``create`` looks for the link in the store
   first (``ticket_linked``), then searches Jira for an issue carrying the incident's label
   (``sg-incident-<id>``) and summary marker (``[<id>] …``) through the current search endpoint
-  (``/rest/api/2/search/jql`` on Cloud, via ``search_issues``), and only then creates one. The
-  client runs with ``max_retries=0``: ``jira``'s resilient session would otherwise retry a POST
-  after a dropped connection and could create the issue twice.
+  (``/rest/api/2/search/jql`` on Cloud), and only then creates one. The client runs with
+  ``max_retries=0``: ``jira``'s resilient session would otherwise retry a POST after a dropped
+  connection and could create the issue twice.
+* **Search after write.** ``/search/jql`` is eventually consistent: Atlassian's "Search and
+  reconcile" guide says a new issue may take seconds to minutes to show up unless its id is passed
+  in ``reconcileIssues`` (at most 50). So the search passes the ids of the issues this process
+  created (``enhanced_search_issues(..., reconcileIssues=...)``), which covers a create whose link
+  could not be stored; and a ``ticket_creating`` record is written before every create, so a
+  restart that finds it without a link knows an issue may exist that the search cannot see yet:
+  it keeps retrying the search (the fallback holds a local ticket meanwhile) until
+  ``search_settle_seconds`` have passed since that create, and only then creates one.
 * **Done, whatever the workflow calls it.** ``resolve`` reads the issue's transitions and takes
   one whose target status is in the ``done`` status category (a "Ship it" to "Released" counts),
   filling ``resolution`` when the transition screen has it. An issue already done is left alone.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import re
 import threading
+from datetime import UTC, datetime
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -45,6 +54,7 @@ except ImportError:  # pragma: no cover - jira is a pinned runtime dependency
 LABEL = "safety-governor"
 DONE_CATEGORY = "done"
 PREFERRED_RESOLUTIONS = ("done", "fixed", "resolved")
+NOT_PROCESSED = (502, 503, 504)  # gateway answers: the request never reached Jira's application
 
 
 def incident_label(incident_id: str) -> str:
@@ -71,11 +81,17 @@ def description_for(incident: Incident) -> str:
     return "\n".join(lines)
 
 
-class _Retry(GovernorError):
+class _Failure(GovernorError):
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # Jira's HTTP status, when it answered
+
+
+class _Retry(_Failure):
     pass
 
 
-class _Permanent(GovernorError):
+class _Permanent(_Failure):
     pass
 
 
@@ -91,6 +107,8 @@ class JiraTickets:
         timeout: seconds per HTTP call.
         retry_seconds: the first wait before retrying queued calls (doubles, up to 30 minutes).
         clock: monotonic seconds (tests inject one).
+        search_settle_seconds: how long after an unfinished create the search is trusted to show it.
+        now: the wall clock (the create record outlives the process).
     """
 
     name = "jira"
@@ -107,6 +125,8 @@ class JiraTickets:
         timeout: float = 10.0,
         retry_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        search_settle_seconds: float = 120.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.url = url.rstrip("/")
         self._auth = (email, api_token)
@@ -116,6 +136,10 @@ class JiraTickets:
         self.timeout = timeout
         self.retry_seconds = retry_seconds
         self.clock = clock
+        self.search_settle_seconds = search_settle_seconds
+        self.now = now
+        self._created: dict[str, str] = {}  # incident id -> id of the issue this process created
+        self._not_created: set[str] = set()  # creates Jira answered with a refusal
         self.error: str | None = None  # the last failure, for the TUI; None once calls succeed again
         self._client: Any = None
         self._lock = threading.RLock()
@@ -145,7 +169,7 @@ class JiraTickets:
         Raises ``TicketError`` when Jira cannot be reached or refuses."""
         try:
             return self._ensure_issue(incident)
-        except (_Retry, _Permanent) as exc:
+        except _Failure as exc:
             self._failed("create", str(exc), incident.id)
             raise TicketError(f"Jira: cannot open a ticket for {incident.id}: {exc}") from exc
 
@@ -173,7 +197,7 @@ class JiraTickets:
     def check(self) -> Readiness:
         try:
             me = self._call(lambda c: c.myself())
-        except (_Retry, _Permanent) as exc:
+        except _Failure as exc:
             return Readiness(ok=False, reason=f"Jira {self.url}: {exc}")
         queued = len(self.state.pending_ops(self.name))
         note = f"; {queued} queued call(s) will be retried" if queued else ""
@@ -261,8 +285,8 @@ class JiraTickets:
             text = str(getattr(exc, "text", "") or "").splitlines()[0][:200] if getattr(exc, "text", "") else ""
             message = f"HTTP {status}: {text}" if status else (text or "refused")
             if status in (400, 404, 405, 410):
-                raise _Permanent(message) from exc
-            raise _Retry(message) from exc
+                raise _Permanent(message, status) from exc
+            raise _Retry(message, status) from exc
         except requests.exceptions.Timeout as exc:
             self._client = None
             raise _Retry(f"timed out after {self.timeout:g}s") from exc
@@ -273,13 +297,28 @@ class JiraTickets:
     def _find(self, incident: Incident) -> str | None:
         jql = (f'project = "{self.project_key}" AND labels = "{incident_label(incident.id)}" '
                f"ORDER BY created ASC")
-        found = self._call(lambda c: c.search_issues(jql, maxResults=10, fields=["summary", "labels"],
-                                                     json_result=True))
+        # Read after write: the ids we created are reconciled into the result (Jira Cloud only).
+        reconcile = [int(i) for i in list(self._created.values())[-50:] if i.isdigit()]
+
+        def search(c: Any) -> Any:
+            if getattr(c, "_is_cloud", False):
+                return c.enhanced_search_issues(jql, maxResults=10, fields=["summary", "labels"],
+                                                reconcileIssues=reconcile, json_result=True)
+            return c.search_issues(jql, maxResults=10, fields=["summary", "labels"], json_result=True)
+
+        found = self._call(search)
         marker = f"[{incident.id}]"
         for issue in (found or {}).get("issues", []) if isinstance(found, dict) else []:
             summary = str(((issue.get("fields") or {}).get("summary")) or "")
             if summary.startswith(marker):
                 return str(issue["key"])
+        started = self.state.creating_since(incident.id, self.name)
+        if started is not None and incident.id not in self._created and incident.id not in self._not_created:
+            age = (self.now() - started).total_seconds()
+            if age < self.search_settle_seconds:
+                # A create began before a restart: its issue may exist and not be searchable yet.
+                raise _Retry(f"a Jira issue for {incident.id} may have been created {age:.0f}s ago and not be "
+                             f"searchable yet; searching again until {self.search_settle_seconds:g}s have passed")
         return None
 
     def _create(self, incident: Incident) -> str:
@@ -290,7 +329,14 @@ class JiraTickets:
             "description": description_for(incident),
             "labels": [LABEL, incident_label(incident.id)],
         }
-        issue = self._call(lambda c: c.create_issue(fields=fields, prefetch=False))
+        self.state.ticket_creating(incident.id, self.name)
+        try:
+            issue = self._call(lambda c: c.create_issue(fields=fields, prefetch=False))
+        except _Failure as exc:
+            if exc.status is not None and (exc.status < 500 or exc.status in NOT_PROCESSED):
+                self._not_created.add(incident.id)  # Jira refused it: nothing to wait for
+            raise
+        self._created[incident.id] = str(getattr(issue, "id", "") or "")
         return str(issue.key)
 
     def _transition_to_done(self, key: str, resolution: str) -> dict[str, Any]:

@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -182,6 +182,9 @@ class ElasticStore:
             ``SMALL_WRITE`` documents: events, claims, one runbook; no wait), ``"wait_for"`` for
             bulk loads (no forced refresh per chunk).
         location: where the cluster is, for messages (never with credentials).
+        bulk_retries: how often bulk items refused with 429 are sent again before the write is
+            undone; the wait doubles from ``bulk_backoff`` up to ``bulk_backoff_cap`` seconds.
+        sleep: the backoff sleep (tests pass a recorder).
     """
 
     name = "elasticsearch"
@@ -195,6 +198,10 @@ class ElasticStore:
         refresh: str | bool | None = None,
         location: str = "Elasticsearch",
         mappings_dir: Path = MAPPINGS_DIR,
+        bulk_retries: int = 3,
+        bulk_backoff: float = 0.5,
+        bulk_backoff_cap: float = 8.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         unknown = sorted(set(indices or {}) - set(ELASTIC_INDEXES))
         if unknown:
@@ -205,6 +212,10 @@ class ElasticStore:
         self.refresh = refresh
         self.location = location
         self.mappings_dir = Path(mappings_dir)
+        self.bulk_retries = max(0, int(bulk_retries))
+        self.bulk_backoff = bulk_backoff
+        self.bulk_backoff_cap = bulk_backoff_cap
+        self.sleep = sleep
         self.hybrid_disabled: str | None = None
         self._local = threading.local()
 
@@ -678,27 +689,15 @@ class ElasticStore:
         try:
             for start in range(0, len(ordered), BULK_CHUNK):
                 chunk = ordered[start : start + BULK_CHUNK]
-                operations: list[dict[str, Any]] = []
-                for op in chunk:
-                    operations.append({op.action: {"_index": self.indices[op.index], "_id": op.doc_id}})
-                    operations.append(op.source)
-                with self._errors(f"write {', '.join(dict.fromkeys(op.index for op in chunk))}"):
-                    resp = _body(self.client.bulk(operations=operations, refresh=self._refresh(len(ordered))))
-                items = resp.get("items", [])
-                for op, item in zip(chunk, items, strict=False):
-                    result = next(iter(item.values()), {}) if isinstance(item, Mapping) else {}
-                    status = int(result.get("status", 500))
+                for op, status, error in self._bulk_with_retries(chunk, self._refresh(len(ordered))):
                     if 200 <= status < 300 or (status == 409 and self._same_event(op)):
                         landed.append((op.index, op.doc_id, prior.get((op.index, op.doc_id))))
                         continue
-                    error = result.get("error") or {}
                     failures.append({
                         "index": op.index, "id": op.doc_id, "status": status,
                         "type": str(error.get("type", "error")) if isinstance(error, Mapping) else "error",
                         "reason": _short(error.get("reason", error) if isinstance(error, Mapping) else error, 200),
                     })
-                if len(items) < len(chunk):
-                    raise StoreError(f"Elasticsearch acknowledged {len(items)} of {len(chunk)} writes")
         except StoreError:
             self._undo(landed)
             raise
@@ -706,6 +705,38 @@ class ElasticStore:
             undone = self._undo(landed)
             raise BulkWriteError(failures, len(ordered), rolled_back=undone)
         return landed
+
+    def _bulk_with_retries(self, chunk: list[_Op], refresh: str | bool) -> list[tuple[_Op, int, Any]]:
+        """One bulk request for ``chunk``; items refused with 429 (``es_rejected_execution_exception``:
+        a full write queue, nothing was written) are sent again after a backoff, up to
+        ``bulk_retries`` times, as the client's ``streaming_bulk`` helper does with ``max_retries``.
+        Returns ``(op, status, error)`` per op; the caller undoes what landed if any item failed."""
+        results: list[tuple[_Op, int, Any]] = []
+        pending = list(chunk)
+        for attempt in range(self.bulk_retries + 1):
+            if attempt:
+                self.sleep(min(self.bulk_backoff_cap, self.bulk_backoff * 2 ** (attempt - 1)))
+            operations: list[dict[str, Any]] = []
+            for op in pending:
+                operations.append({op.action: {"_index": self.indices[op.index], "_id": op.doc_id}})
+                operations.append(op.source)
+            with self._errors(f"write {', '.join(dict.fromkeys(op.index for op in pending))}"):
+                resp = _body(self.client.bulk(operations=operations, refresh=refresh))
+            items = resp.get("items", [])
+            if len(items) < len(pending):
+                raise StoreError(f"Elasticsearch acknowledged {len(items)} of {len(pending)} writes")
+            again: list[_Op] = []
+            for op, item in zip(pending, items, strict=False):
+                result = next(iter(item.values()), {}) if isinstance(item, Mapping) else {}
+                status = int(result.get("status", 500))
+                if status == 429 and attempt < self.bulk_retries:
+                    again.append(op)
+                else:
+                    results.append((op, status, result.get("error") or {}))
+            if not again:
+                break
+            pending = again
+        return results
 
     def _same_event(self, op: _Op) -> bool:
         """A 409 on an append-only create is fine when the stored event is ours (a retried write)."""
@@ -764,7 +795,11 @@ class ElasticStore:
                 info = _body(self.client.info())
         except StoreError as exc:
             return Readiness(ok=False, reason=str(exc))
-        version = str(info.get("version", {}).get("number", "?"))
+        version_info = info.get("version") if isinstance(info.get("version"), Mapping) else {}
+        if version_info.get("build_flavor") == "serverless":
+            # Serverless projects report a version number that Elastic says to ignore.
+            return Readiness(ok=True, reason=f"Elasticsearch Serverless at {self.location}")
+        version = str(version_info.get("number", "?"))
         if not version.startswith("9."):
             return Readiness(ok=False, reason=f"{self.location} runs Elasticsearch {version}; this client needs 9.x")
         return Readiness(ok=True, reason=f"Elasticsearch {version} at {self.location}")
