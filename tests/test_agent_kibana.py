@@ -22,7 +22,7 @@ from safety_governor.bootstrap import build
 from safety_governor.config import Settings
 from safety_governor.errors import AgentBackendError
 from safety_governor.models import GateOutput, Incident
-from wire_fakes import Recorded, RecordingServer, Reply
+from wire_fakes import FakeKibana, Recorded, RecordingServer, Reply
 
 API_KEY = "kibana-test-api-key-0123456789"
 PAYMENTS_HIGH = Incident(id="inc-k1", service="payments-api", severity="high",
@@ -52,6 +52,11 @@ def kibana_error(status: int, message: str) -> Reply:
     reasons = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
                429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
     return Reply(status, {"statusCode": status, "error": reasons.get(status, "Error"), "message": message})
+
+
+# What a load balancer in front of Kibana answers: the request never reached Kibana.
+PROXY_502 = Reply(502, "<html><body><h1>502 Bad Gateway</h1></body></html>", {"Content-Type": "text/html"})
+PROXY_503 = Reply(503, "upstream connect error or disconnect/reset before headers", {"Content-Type": "text/plain"})
 
 
 class Script:
@@ -159,9 +164,9 @@ def test_model_usage_names_the_model_for_the_framework_score_lookup():
     assert second.model == agent.model == "claude-3-5-sonnet"
 
 
-def test_429_and_5xx_are_retried_with_backoff_but_4xx_never():
+def test_429_and_a_proxy_503_are_retried_with_backoff_but_4xx_never():
     sleeps: list[float] = []
-    with RecordingServer(Script(kibana_error(503, "busy"), Reply(429, {"message": "slow down"},
+    with RecordingServer(Script(PROXY_503, Reply(429, {"message": "slow down"},
                                                                   {"Retry-After": "2"}),
                                 converse_reply("third time lucky"))) as kb:
         agent = agent_on(kb)
@@ -177,8 +182,8 @@ def test_429_and_5xx_are_retried_with_backoff_but_4xx_never():
 
 
 def test_retries_end_with_a_clear_error_naming_the_attempts():
-    with RecordingServer(Script(*[kibana_error(502, "bad gateway")] * 5)) as kb:
-        with pytest.raises(AgentBackendError, match=r"answered 502 after 3 attempt\(s\): bad gateway"):
+    with RecordingServer(Script(*[PROXY_502] * 5)) as kb:
+        with pytest.raises(AgentBackendError, match=r"answered 502 after 3 attempt\(s\): no message"):
             ask(agent_on(kb))
     assert len(kb.requests) == 3
 
@@ -313,3 +318,64 @@ def test_readiness_reads_the_agent_from_the_local_kibana_fake():
     assert ready.ok and "sre-governor" in ready.reason
     assert not missing.ok and "ELASTIC_AGENT_ID" in missing.reason
     assert kb.requests[0].method == "GET" and kb.requests[0].headers["authorization"] == f"ApiKey {API_KEY}"
+
+
+EVALUATE_STEP = {"type": "tool_call", "tool_call_id": "tooluse_9", "tool_id": "governor.evaluate_plan",
+                 "params": {"incident": "inc-k1", "proposed_action": "restart_api_pods"},
+                 "results": [{"type": "other", "data": {"ids": ["ev-100"]}}]}
+
+
+def test_a_round_kibana_recorded_before_answering_500_is_read_back_not_run_again_and_the_conversation_continues():
+    kb = FakeKibana([("plan text", []), ("stress text", [EVALUATE_STEP]), ("runbook text", [])],
+                    fail_after_recording=(2,))
+    with kb:
+        agent = agent_on(kb)
+        assert ask(agent, "plan").text == "plan text"
+        stress = ask(agent, "stress")
+        runbook = ask(agent, "runbook")
+    assert stress.text == "stress text" and [c.tool for c in stress.tool_calls] == ["governor.evaluate_plan"]
+    assert runbook.text == "runbook text"
+    assert kb.converse_calls == 3  # the 500 round ran once: no duplicate round, no second evaluate_plan
+    [conversation] = kb.conversations.values()
+    assert [r["input"]["message"] for r in conversation["rounds"]] == [
+        "prompt for plan", "prompt for stress", "prompt for runbook"]
+    assert kb.matching("GET", r"/api/agent_builder/conversations/conv-1$")
+
+
+def test_a_500_on_the_first_round_is_not_retried_and_fails_closed():
+    kb = FakeKibana([("plan text", [EVALUATE_STEP])], fail_after_recording=(1,))
+    with kb:
+        with pytest.raises(AgentBackendError, match=r"answered 500 after 1 attempt"):
+            ask(agent_on(kb))
+    assert kb.converse_calls == 1
+
+
+def test_a_500_whose_round_was_not_recorded_is_not_retried_either():
+    with RecordingServer(Script(converse_reply("plan", conversation_id="conv-9"),
+                                kibana_error(500, "An internal server error occurred"))) as kb:
+        agent = agent_on(kb)
+        ask(agent, "plan")
+        with pytest.raises(AgentBackendError, match=r"answered 500 after 1 attempt"):
+            ask(agent, "stress")
+    assert len(kb.matching("POST", r"/converse$")) == 2
+    assert agent.conversation_id(PAYMENTS_HIGH.id) == "conv-9"  # the conversation is kept, not restarted
+
+
+def test_a_503_in_kibanas_own_envelope_is_not_retried_but_a_refused_connection_is():
+    with RecordingServer(Script(kibana_error(503, "inference endpoint unavailable"), converse_reply("x"))) as kb:
+        with pytest.raises(AgentBackendError, match=r"answered 503"):
+            ask(agent_on(kb))
+    assert len(kb.requests) == 1
+
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sleeps: list[float] = []
+    agent = KibanaAgent(kibana_url=f"http://127.0.0.1:{port}", api_key=API_KEY, agent_id="sre-governor",
+                        policy=HttpPolicy(connect_timeout=2, read_timeout=5, max_retries=2, backoff=0.01),
+                        sleep=sleeps.append)
+    with pytest.raises(AgentBackendError, match="cannot reach"):
+        ask(agent)
+    assert sleeps == [0.01, 0.02]  # nothing was sent: tried again, twice

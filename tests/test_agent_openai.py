@@ -306,3 +306,51 @@ def test_write_runbook_fits_the_learning_writer_and_describes_the_verification()
     prompt = llm.requests[0].json()["messages"][1]["content"]
     assert "error rate 12.0% before, 1.0% after (threshold 10.0%)" in prompt
     assert "throttle_traffic_and_tune_pool" in prompt
+
+
+class BigResults:
+    """A tool port whose results are long (a search returning 20,000 characters of runbook text)."""
+
+    transport = "local"
+
+    def call(self, name, arguments):
+        return {"hits": [{"id": f"rbk-{i}", "text": "connection pool saturation " * 40} for i in range(20)]}
+
+
+def test_a_long_tool_result_is_cut_to_the_context_left_on_a_4096_token_server_and_marked():
+    from safety_governor.agents.openai_compat import ANSWER_RESERVE_TOKENS, estimate_tokens
+
+    big = BigResults()
+    assert len(json.dumps(big.call("search_runbooks", {}))) > 20_000 // 2
+    with RecordingServer(Script(completion(None, [fn_call("search_runbooks", {"query": "pool", "service": "x"})]),
+                                completion("done"))) as srv:
+        agent = agent_on(srv, context_tokens=4096)
+        reply = agent.converse("plan", "Plan for inc-o1.", incident=PAYMENTS_HIGH, tools=big, context={})
+    assert reply.text == "done"
+    second = srv.requests[1].json()
+    assert estimate_tokens([*second["messages"], second["tools"]]) + ANSWER_RESERVE_TOKENS <= 4096
+    tool_message = json.loads(second["messages"][-1]["content"])
+    assert tool_message["truncated"] is True and tool_message["text"].startswith('{"hits"')
+
+
+def test_ollama_is_recognised_by_its_port_and_gets_its_documented_4096_token_default():
+    agent = OpenAICompatAgent(base_url="http://127.0.0.1:11434/v1", model="llama3.1")
+    assert (agent.server_kind, agent.context_tokens) == ("ollama", 4096)
+    assert OpenAICompatAgent(base_url="http://gpu-box:8000/v1", model="m", context_tokens=32768).context_tokens == 32768
+    assert build_agent(Settings(agent_backend="openai", openai_base_url="http://h:8080/v1", openai_model="m",
+                                openai_context_tokens=16384)).context_tokens == 16384
+
+
+def test_a_prompt_too_long_for_ollamas_context_fails_closed_naming_how_to_raise_it():
+    agent = OpenAICompatAgent(base_url="http://127.0.0.1:11434/v1", model="llama3.1",
+                              policy=HttpPolicy(connect_timeout=0.5, read_timeout=0.5, max_retries=0))
+    with pytest.raises(AgentBackendError, match=r"OLLAMA_CONTEXT_LENGTH.*num_ctx"):
+        agent.converse("plan", "symptoms " * 5000, incident=PAYMENTS_HIGH, tools=BigResults(), context={})
+
+
+def test_llama_cpp_without_jinja_gets_its_own_hint():
+    refusal = Reply(500, {"error": {"code": 500, "message": "tools param requires --jinja flag",
+                                    "type": "server_error"}})
+    with RecordingServer(Script(refusal, refusal, refusal)) as srv:
+        with pytest.raises(AgentBackendError, match=r"started with --jinja"):
+            agent_on(srv).converse("plan", "Plan.", incident=PAYMENTS_HIGH, tools=BigResults(), context={})

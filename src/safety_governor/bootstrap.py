@@ -87,7 +87,8 @@ def build_agent(settings: Settings, *, audit: AuditSink | None = None) -> AgentB
         assert settings.openai_base_url and settings.openai_model
         return OpenAICompatAgent(base_url=settings.openai_base_url, model=settings.openai_model,
                                  api_key=settings.openai_api_key, policy=policy,
-                                 max_turns=settings.agent_max_turns)
+                                 max_turns=settings.agent_max_turns,
+                                 context_tokens=settings.openai_context_tokens)
     raise ConfigError(
         f"AGENT_BACKEND={settings.agent_backend!r} is not available "
         f"(available: {', '.join(AGENT_BACKENDS)})"

@@ -122,6 +122,8 @@ class Settings(BaseModel):
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     openai_model: str | None = None
+    # The model server's context window in tokens; None: guessed per server (Ollama 4096).
+    openai_context_tokens: int | None = Field(None, ge=1024, le=10_000_000)
     agent_connect_timeout: float = Field(5.0, gt=0, le=120)
     agent_read_timeout: float = Field(300.0, gt=0, le=1800)
     agent_max_retries: int = Field(3, ge=0, le=10)
@@ -189,6 +191,7 @@ class Settings(BaseModel):
             "OPENAI_BASE_URL": "openai_base_url",
             "OPENAI_API_KEY": "openai_api_key",
             "OPENAI_MODEL": "openai_model",
+            "OPENAI_CONTEXT_TOKENS": "openai_context_tokens",
             "AGENT_CONNECT_TIMEOUT": "agent_connect_timeout",
             "AGENT_READ_TIMEOUT": "agent_read_timeout",
             "AGENT_MAX_RETRIES": "agent_max_retries",

@@ -1,6 +1,10 @@
 """What the live agent backends (Kibana Agent Builder, OpenAI-compatible) share: one HTTP POST
-with timeouts and retries on 429/5xx only, and the two follow-up questions asked of an agent
-(the refusal explanation, the learned runbook) with their prompts and output hygiene.
+with timeouts and bounded retries, and the two follow-up questions asked of an agent (the refusal
+explanation, the learned runbook) with their prompts and output hygiene.
+
+A POST that may have been processed is never sent again. ``post_json(..., idempotent=False)``
+retries only what cannot have been processed: a refused connection (nothing was sent), a 429, and
+a 502/503/504 that did not come from the application (a gateway's answer, not its JSON error body).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
+from urllib3.exceptions import NewConnectionError
 
 from ..errors import AgentBackendError
 from ..models import GateOutput, Incident
@@ -49,6 +54,29 @@ def _retry_after(resp: requests.Response, cap: float) -> float | None:
     return max(0.0, min(cap, seconds))
 
 
+def refused_connection(exc: BaseException) -> bool:
+    """Whether a ``requests.ConnectionError`` happened before anything was sent (the TCP
+    connection was never opened), as opposed to a connection lost mid-request."""
+    seen: set[int] = set()
+    todo: list[Any] = [exc]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (NewConnectionError, ConnectionRefusedError)):
+            return True
+        if isinstance(item, BaseException):
+            todo.extend([getattr(item, "reason", None), item.__cause__, item.__context__, *item.args])
+    return False
+
+
+def from_application(resp: requests.Response) -> bool:
+    """Whether an error response carries a JSON object body, i.e. came from the service itself
+    rather than from a proxy or load balancer in front of it."""
+    return isinstance(json_body(resp), Mapping)
+
+
 def post_json(
     session: requests.Session,
     url: str,
@@ -58,12 +86,16 @@ def post_json(
     policy: HttpPolicy,
     service: str,
     sleep: Callable[[float], None] = time.sleep,
+    idempotent: bool = True,
 ) -> tuple[requests.Response, int]:
-    """POST ``body`` as JSON; retry with exponential backoff on 429 and 5xx only (never on
-    other 4xx, never after a timeout: the server may still be working on the request).
+    """POST ``body`` as JSON with bounded exponential backoff (never after a timeout or a lost
+    connection: the server may still be working on the request).
 
-    Returns the last response and the number of attempts; non-2xx statuses are the caller's to
-    explain. Raises ``AgentBackendError`` when no response arrives at all.
+    An idempotent POST is retried on 429 and 5xx. A non-idempotent one (``idempotent=False``, e.g.
+    a conversation round that runs tools) only on a refused connection, a 429, or a 502/503/504
+    without the service's JSON body: a 500, or any answer from the service itself, may follow work
+    already done. Returns the last response and the number of attempts; non-2xx statuses are the
+    caller's to explain. Raises ``AgentBackendError`` when no response arrives at all.
     """
     where = redact_url(url)
     attempts = 0
@@ -81,10 +113,16 @@ def post_json(
                 f"{service} at {where} did not answer within {policy.read_timeout:g}s (read timeout)"
             ) from exc
         except requests.ConnectionError as exc:
+            if refused_connection(exc) and attempts <= policy.max_retries:
+                sleep(min(policy.backoff_cap, policy.backoff * 2 ** (attempts - 1)))
+                continue
             raise AgentBackendError(f"cannot reach {service} at {where}") from exc
         except requests.RequestException as exc:
             raise AgentBackendError(f"request to {service} at {where} failed ({type(exc).__name__})") from exc
-        retryable = resp.status_code == 429 or resp.status_code >= 500
+        if idempotent:
+            retryable = resp.status_code == 429 or resp.status_code >= 500
+        else:
+            retryable = resp.status_code == 429 or (resp.status_code in (502, 503, 504) and not from_application(resp))
         if not retryable or attempts > policy.max_retries:
             return resp, attempts
         delay = _retry_after(resp, policy.backoff_cap)

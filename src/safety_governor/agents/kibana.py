@@ -7,8 +7,14 @@ response's ``tool_call`` steps are what the agent did, and they go into the repl
 
 * One conversation per incident: the first phase opens it, later phases (stress, the refusal
   explanation, the learned runbook) continue it with its ``conversation_id``.
-* ``Authorization: ApiKey <encoded>``, ``kbn-xsrf``; connect and read timeouts; retries with
-  exponential backoff on 429 and 5xx only.
+* ``Authorization: ApiKey <encoded>``, ``kbn-xsrf``; connect and read timeouts.
+* **A round is never run twice.** Converse is not idempotent: Kibana answers 500 for errors on the
+  agent's side too (``wrap_handler``), after tools may have run. So the POST is retried only when
+  it cannot have been processed (a refused connection, 429, a 502/503/504 from a proxy rather than
+  Kibana's JSON envelope). After any other failure in a conversation that already exists, the
+  conversation is read back (``GET /api/agent_builder/conversations/<id>``): if its last round
+  answers our input, that round is the reply and the conversation continues; otherwise the error
+  stands and the pipeline fails closed.
 * 401, 403 (including the Enterprise licence message), 404 (agent, or no Agent Builder), a
   timeout, a reply awaiting a human confirmation, or a reply without a message raise
   ``AgentBackendError`` with one clear sentence: the pipeline then fails closed
@@ -52,6 +58,7 @@ if TYPE_CHECKING:
     from ..verification import VerificationResult
 
 CONVERSE_PATH = "/api/agent_builder/converse"
+CONVERSATIONS_PATH = "/api/agent_builder/conversations"
 API_VERSION = "2023-10-31"
 MAX_CONVERSATIONS = 1000
 
@@ -172,14 +179,25 @@ class KibanaAgent:
             body["conversation_id"] = conversation
         if self.connector_id:
             body["connector_id"] = self.connector_id
-        resp, attempts = post_json(self.session, self.url, body, headers=self._headers(), policy=self.policy,
-                                   service="Kibana Agent Builder", sleep=self.sleep)
+        try:
+            resp, attempts = post_json(self.session, self.url, body, headers=self._headers(), policy=self.policy,
+                                       service="Kibana Agent Builder", sleep=self.sleep, idempotent=False)
+        except AgentBackendError:
+            # A timeout or a dropped connection: the round may have run. Read it back if we can.
+            recorded = self._recorded_round(conversation, prompt)
+            if recorded is None:
+                raise
+            return recorded
         data = json_body(resp)
         status = resp.status_code
         if status == 404 and conversation and "conversation" in _message(data, "").lower():
             # The conversation is gone (deleted, or another space): start a new one, once.
             self._remember(incident.id, None)
             return self._round(incident, prompt)
+        if status >= 500:
+            recorded = self._recorded_round(conversation, prompt)
+            if recorded is not None:
+                return recorded
         if status != 200:
             raise AgentBackendError(self._explain(status, data, attempts))
         if not isinstance(data, Mapping):
@@ -187,6 +205,30 @@ class KibanaAgent:
         self._remember(incident.id, data.get("conversation_id") if isinstance(data.get("conversation_id"), str)
                        else conversation)
         return dict(data)
+
+    def _recorded_round(self, conversation: str | None, prompt: str) -> dict[str, Any] | None:
+        """The conversation's last round as a converse reply, if it answers ``prompt`` (Kibana
+        recorded the round before its answer was lost); ``None`` otherwise or if unreadable."""
+        if not conversation:
+            return None
+        headers = {k: v for k, v in self._headers().items() if k != "Content-Type"}
+        try:
+            resp = self.session.get(f"{self.base_url}{CONVERSATIONS_PATH}/{conversation}", headers=headers,
+                                    timeout=(self.policy.connect_timeout, min(self.policy.read_timeout, 30.0)))
+        except requests.RequestException:
+            return None
+        data = json_body(resp)
+        rounds = data.get("rounds") if resp.status_code == 200 and isinstance(data, Mapping) else None
+        last = rounds[-1] if isinstance(rounds, list) and rounds and isinstance(rounds[-1], Mapping) else None
+        if last is None:
+            return None
+        asked = last.get("input") if isinstance(last.get("input"), Mapping) else {}
+        response = last.get("response") if isinstance(last.get("response"), Mapping) else {}
+        if asked.get("message") != prompt or not isinstance(response.get("message"), str):
+            return None
+        return {"conversation_id": conversation, "round_id": last.get("id"), "status": last.get("status"),
+                "steps": last.get("steps") or [], "response": dict(response),
+                "model_usage": last.get("model_usage") or {}}
 
     def _explain(self, status: int, data: Any, attempts: int) -> str:
         msg = _message(data, "no message")
