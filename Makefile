@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test replay contracts bench bench-mcp bench-tui seed clean
+.PHONY: demo test replay eval contracts bench bench-mcp bench-tui seed clean
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-eval.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ is required (none found on PATH)"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -r requirements-eval.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $(STAMP)
 
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 replay: $(STAMP)
 	$(PY) -m safety_governor replay scenarios
+
+eval: $(STAMP)
+	$(PY) -m safety_governor eval
 
 contracts: $(STAMP)
 	$(PY) -m safety_governor contracts

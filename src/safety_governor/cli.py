@@ -272,6 +272,34 @@ def cmd_approvals(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """The decision-quality benchmark: tables (or --json), results JSON and PNG under --out."""
+    from rich.progress import Progress
+
+    from .evaluation import parse_assignments, run_benchmark
+    from .evaluation.report import render
+
+    settings = _settings(args)
+    overrides: dict[str, object] = {k: v for k, v in (("cases", args.cases), ("seed", args.seed),
+                                                      ("poison_share", args.poison_share)) if v is not None}
+    if args.shares:
+        overrides["agent_shares"] = {k: v[0] for k, v in parse_assignments(args.shares, "--shares").items()}
+    sweep = parse_assignments(args.sweep, "--sweep") if args.sweep else None
+    out = Path(args.out) if args.out else settings.output_dir
+    err = Console(stderr=True)
+    with Progress(console=err, transient=True, disable=args.json or not err.is_terminal) as bar:
+        task = bar.add_task("cases", total=None)
+        result = run_benchmark(settings, overrides=overrides, noise_free=args.noise_free, sweep=sweep,
+                               world_path=Path(args.world) if args.world else None, out_dir=out,
+                               plot=not args.no_plot, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                              total=total))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        Console().print(render(result))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m safety_governor",
@@ -287,6 +315,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object {results, summary}")
     p.add_argument("--data-dir", help="knowledge folder (default: data/)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("eval", help="decision-quality benchmark: naive vs seed gate vs ours on seeded cases",
+                       description="Generate a seeded world (data/eval_world.json), run every case through the "
+                                   "pipeline with agents of several kinds, and compare policies by outcome. "
+                                   "Writes eval_results.json and eval_tradeoff.png under --out. "
+                                   "Example: python -m safety_governor eval --cases 500 --seed 7")
+    p.add_argument("--cases", type=int, help="number of incidents (default: the world file's, 500)")
+    p.add_argument("--seed", type=int, help="random seed (default: the world file's)")
+    p.add_argument("--shares", help="agent kinds and weights, e.g. honest=1,broken=0.5 (replaces the defaults)")
+    p.add_argument("--poison-share", type=float, help="share of evidence documents that are poisoned (0-0.5)")
+    p.add_argument("--noise-free", action="store_true",
+                   help="no surprises, no wrong, stale or missing documents, no poison")
+    p.add_argument("--sweep", help="thresholds of ours to sweep, e.g. contradiction_block_threshold=1/2/3 "
+                                   "(several separated by commas; default: contradiction threshold and confidence floor)")
+    p.add_argument("--world", help="world file (default: data/eval_world.json)")
+    p.add_argument("--out", help="folder for eval_results.json and eval_tradeoff.png (default: output/)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--json", action="store_true", help="print the result document as JSON")
+    p.add_argument("--data-dir", help="knowledge folder (default: data/)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("seed", help="seed the configured store from data/ (same as load_to_elastic.py)",
                        description="Load data/sample_data.json into the configured store, idempotently. "
