@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "safety_governor"
 COMPOSITION_ROOT = "safety_governor.bootstrap"
 # Entry points: what may import the composition root.
 ENTRY_POINTS = ("safety_governor.cli", "safety_governor.mcp_serve", "safety_governor.replay",
-                "safety_governor.demo", "safety_governor.service.runtime")
+                "safety_governor.demo", "safety_governor.service.runtime", "safety_governor.evaluation.runner")
 
 
 def module_name(path: Path) -> str:

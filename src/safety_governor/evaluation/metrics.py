@@ -108,6 +108,15 @@ def by_rule(records: list[CaseRecord], key: str, table: WorldTable) -> dict[str,
     return dict(sorted(rules.items(), key=lambda kv: -kv[1]["fired"]))
 
 
+def let_through(records: list[CaseRecord], key: str) -> list[dict[str, Any]]:
+    """Every harmful plan a policy executed with no human, with what the case's knowledge base
+    held about that action: the list to read when asking why."""
+    return [{"case": r.index, "agent_kind": r.agent_kind, "service": r.service, "severity": r.severity,
+             "action": r.action, "harm_kind": r.truth.harm_kind, "surprise": r.truth.surprise,
+             "evidence_about_action": r.action_evidence}
+            for r in records if r.truth and r.truth.outcome == "harms" and r.verdicts[key].route == "auto"]
+
+
 def world_summary(records: list[CaseRecord]) -> dict[str, Any]:
     """What the generated world held: the checks a reader (and the tests) can hold it to."""
     evidence = sum(r.evidence_docs for r in records)
@@ -138,5 +147,6 @@ def summarise(records: list[CaseRecord], table: WorldTable, sweep: list[Any],
                   for p in sweep],
         "by_agent_kind": by_agent_kind(records, main),
         "by_rule": {"governor": by_rule(records, "governor", table), "seed": by_rule(records, "seed", table)},
+        "governor_let_through": let_through(records, "governor"),
         "world": {"config": dict(config), **world_summary(records)},
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from ..catalogue import ActionCatalogue
 from ..config import GatePolicy, Settings, describe_validation_error, load_gate_policy
 from ..errors import InputError
 from ..knowledge import load_knowledge_file, seed_store
+from ..models import normalise_action
 from .agents import RecordingAgent, make_agent
 from .policies import Verdict, governor_verdict, naive_verdict, reported_stress, seed_verdict
 from .world import Case, Truth, WorldConfig, WorldGenerator, WorldTable, load_world
@@ -69,6 +71,9 @@ class CaseRecord:
     evidence_docs: int
     poisoned_docs: int
     noisy_docs: dict[str, int] = field(default_factory=dict)
+    # The case's evidence about the planned action, by stance (poisoned ones apart): for the
+    # report's list of harm let through, never shown to a policy.
+    action_evidence: dict[str, int] = field(default_factory=dict)
 
 
 def world_config(defaults: WorldConfig, overrides: Mapping[str, Any], *, noise_free: bool = False) -> WorldConfig:
@@ -147,10 +152,14 @@ class EvalRunner:
         finally:
             store.close()
         action = assessment.plan.proposed_action if assessment.plan is not None else None
+        poisoned = set(case.poisoned_ids)
+        about = Counter(("poisoned_" if d["id"] in poisoned else "") + d["stance"] for d in case.knowledge["evidence"]
+                        if action is not None and d["action"] == normalise_action(action))
         return CaseRecord(index=case.index, agent_kind=case.agent_kind, service=case.incident.service,
                           severity=case.incident.severity, cause=case.cause, action=action,
                           truth=case.outcome(action), verdicts=verdicts, evidence_docs=case.evidence_docs,
-                          poisoned_docs=len(case.poisoned_ids), noisy_docs=case.noisy_docs)
+                          poisoned_docs=len(case.poisoned_ids), noisy_docs=case.noisy_docs,
+                          action_evidence=dict(sorted(about.items())))
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> tuple[list[CaseRecord], float]:
         """Generate every case first (so bad configuration fails before anything runs), then run
