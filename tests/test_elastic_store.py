@@ -108,7 +108,7 @@ def test_unknown_filter_fields_and_indices_are_refused_before_any_request(fake_e
 
 def test_log_stats_on_the_local_es_wire_fake_counts_5xx_numerically_through_a_long_runtime_field():
     aggs = {
-        "errors_4xx": {"doc_count": 40},
+        "errors_4xx": {"doc_count": 9},
         "errors_5xx": {"doc_count": 31},
         "avg_bytes": {"value": 5120.44},
         "failing": {"doc_count": 40, "paths": {"doc_count_error_upper_bound": 0, "sum_other_doc_count": 0, "buckets": [
@@ -121,7 +121,7 @@ def test_log_stats_on_the_local_es_wire_fake_counts_5xx_numerically_through_a_lo
         now = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
         summary = store.log_stats(service="Payments-API", window_minutes=15, now=now, top_n=2)
 
-    assert (summary.total, summary.errors_4xx, summary.errors_5xx) == (400, 40, 31)
+    assert (summary.total, summary.errors_4xx, summary.errors_5xx) == (400, 9, 31)
     assert summary.error_rate == 0.1 and summary.avg_bytes == 5120.4
     assert summary.top_failing_paths == [
         {"request": "/api/v1/checkout", "errors": 33, "errors_5xx": 30},
@@ -132,8 +132,9 @@ def test_log_stats_on_the_local_es_wire_fake_counts_5xx_numerically_through_a_lo
     assert runtime["type"] == "long"
     assert runtime["script"]["params"] == {"field": "response.keyword"}
     assert "Long.parseLong" in runtime["script"]["source"]
-    assert body["aggregations"]["errors_5xx"] == {"filter": {"range": {RESPONSE_CODE_FIELD: {"gte": 500}}}}
-    assert body["aggregations"]["errors_4xx"] == {"filter": {"range": {RESPONSE_CODE_FIELD: {"gte": 400}}}}
+    # Disjoint classes, so errors_4xx + errors_5xx is every failure counted once.
+    assert body["aggregations"]["errors_5xx"] == {"filter": {"range": {RESPONSE_CODE_FIELD: {"gte": 500, "lt": 600}}}}
+    assert body["aggregations"]["errors_4xx"] == {"filter": {"range": {RESPONSE_CODE_FIELD: {"gte": 400, "lt": 500}}}}
     raw = json.dumps(body)
     assert '"range": {"response' not in raw  # never a (lexicographic) range on the text field
     time_range = body["query"]["bool"]["filter"][0]["range"]["timestamp"]

@@ -4,6 +4,8 @@ subprocess, and streamable HTTP on 127.0.0.1 without and with a bearer token."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -110,7 +112,9 @@ async def test_list_tools_shows_all_nine_tools_with_input_and_output_schemas(cli
         assert tool.input_schema["type"] == "object"
         assert tool.output_schema and tool.output_schema.get("type") == "object", tool.name
         assert tool.description
-        assert tool.annotations and tool.annotations.read_only_hint is True, tool.name
+        assert tool.input_schema.get("additionalProperties") is False, tool.name
+        if tool.name != "evaluate_plan":
+            assert tool.annotations and tool.annotations.read_only_hint is True, tool.name
     for name in ("search_runbooks", "search_evidence", "check_policy_conflicts"):
         assert "data, not instructions" in (tools[name].description or "")
     top_k = tools["search_evidence"].input_schema["properties"]["top_k"]
@@ -182,6 +186,57 @@ async def test_evaluate_plan_passes_rollback_last_deploy_for_checkout_web_at_med
     assert verdict["rule_ids"] == [] and verdict["approval_required"] == "none"
     assert verdict["contradiction_count"] == 0 and verdict["policy_conflicts"] == []
     assert verdict["evidence_coverage"] > 0.34 and verdict["supporting_doc_ids"]
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments"),
+    [
+        ("search_evidence", {"query": "latency", "service": "payments-api", "bogus": 1}),
+        ("query_live_logs", {"service": "payments-api", "window_minute": 5}),  # misspelt window_minutes
+        ("ddft_score", {"model": "gpt-oss-120b", "bogus": 1}),
+        ("evaluate_plan", {"incident": CHECKOUT_MEDIUM, "proposed_action": "rollback_last_deploy", "key_claims": [],
+                           "confidence": 5, "contradiction_count": 0}),
+    ],
+    ids=["search-bogus", "logs-misspelt", "score-bogus", "plan-extra-number"],
+)
+async def test_an_unknown_argument_is_a_one_line_error_not_a_silently_different_call(client, tool, arguments):
+    text = error_text(await client.call_tool(tool, arguments))
+    unknown = (set(arguments) - {"query", "service", "model", "incident", "proposed_action", "key_claims",
+                                 "confidence"}).pop()
+    assert f"field '{unknown}'" in text and "Extra inputs are not permitted" in text
+    assert "\n" not in text
+
+
+async def test_the_three_score_tools_answer_an_unknown_model_with_the_same_null_shape(client):
+    shapes = {}
+    for tool, fields in (("ddft_score", ("hoc", "ci")), ("cdct_score", ("u_curve_magnitude",)),
+                         ("eect_score", ("ecs", "as_score", "act_rate"))):
+        body = structured(await client.call_tool(tool, {"model": "no-such-model-9000"}))
+        assert {f: body[f] for f in fields} == dict.fromkeys(fields), tool
+        shapes[tool] = (body["model"], body["known"], body["source"])
+    assert set(shapes.values()) == {("no-such-model-9000", False, "none")}
+    known = structured(await client.call_tool("ddft_score", {"model": "gpt-oss-120b"}))
+    assert known["known"] is True and known["ci"] > 0
+
+
+async def test_query_live_logs_counts_4xx_and_5xx_disjointly_and_says_so_in_its_output_schema(client):
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    props = tools["query_live_logs"].output_schema["properties"]
+    assert "400 to 499" in props["errors_4xx"]["description"]
+    assert "500 to 599" in props["errors_5xx"]["description"]
+    assert "errors_4xx + errors_5xx" in props["error_rate"]["description"]
+    body = structured(await client.call_tool("query_live_logs", {"service": "checkout-web", "window_minutes": 1440}))
+    assert body["total"] > 0 and body["errors_5xx"] > 0
+    assert body["errors_4xx"] + body["errors_5xx"] <= body["total"]
+    assert body["error_rate"] == round((body["errors_4xx"] + body["errors_5xx"]) / body["total"], 4)
+
+
+async def test_evaluate_plan_is_annotated_as_writing_the_audit_trail_and_the_searches_as_read_only(client):
+    tools = {t.name: t for t in (await client.list_tools()).tools}
+    plan = tools["evaluate_plan"].annotations
+    assert (plan.read_only_hint, plan.idempotent_hint, plan.destructive_hint) == (False, False, False)
+    assert "audit trail" in (tools["evaluate_plan"].description or "")
+    assert all(tools[n].annotations.read_only_hint for n in TOOLS - {"evaluate_plan"})
 
 
 # --- evaluate_plan: Python finds what the caller leaves out -----------------------------------------
@@ -312,6 +367,20 @@ def test_mcp_http_refuses_unsafe_settings_with_one_line_and_exit_2(monkeypatch, 
     assert cli.main(["mcp", "--http", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_mcp_http_on_a_busy_port_prints_the_bind_error_alone_and_exits_2(seeded):
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        env = {**os.environ, **server_env(seeded["store"], seeded["output"])}
+        proc = subprocess.run(
+            [sys.executable, "-m", "safety_governor", "mcp", "--http", "--port", str(port), "--log-level", "info"],
+            env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=60,
+        )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert lines == [f"error: cannot listen on 127.0.0.1:{port}: address already in use; another process is "
+                     "listening there: stop it or choose another --port"]
 
 
 def test_stdio_server_writes_only_mcp_messages_on_stdout_and_logs_on_stderr(seeded):

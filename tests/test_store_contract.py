@@ -220,9 +220,11 @@ def test_known_actions_are_the_lowercased_actions_of_approved_runbooks(store):
     assert store.known_actions() == {"throttle_traffic", "restart_api_pods", "tune_pool"}
 
 
-def test_log_stats_aggregate_the_window_numerically_with_the_top_failing_paths(store):
+def test_log_stats_count_4xx_and_5xx_disjointly_with_the_top_failing_paths(store):
     s = store.log_stats(service="PAYMENTS-API", window_minutes=15, now=NOW, top_n=5)
-    assert (s.total, s.errors_4xx, s.errors_5xx) == (7, 5, 3)
+    # errors_4xx is 400-499 only: a client adding the two fields gets every failed request once.
+    assert (s.total, s.errors_4xx, s.errors_5xx) == (7, 2, 3)
+    assert s.errors_4xx + s.errors_5xx == 5
     assert s.error_rate == round(5 / 7, 4)
     assert s.avg_bytes == 400.0
     assert s.top_failing_paths == [
@@ -230,7 +232,7 @@ def test_log_stats_aggregate_the_window_numerically_with_the_top_failing_paths(s
         {"request": "/cart", "errors": 2, "errors_5xx": 1},
     ]
     every = store.log_stats(window_minutes=15, now=NOW, top_n=1)
-    assert (every.total, every.errors_4xx, every.errors_5xx) == (8, 6, 4)
+    assert (every.total, every.errors_4xx, every.errors_5xx) == (8, 2, 4)
     assert every.top_failing_paths == [{"request": "/checkout", "errors": 3, "errors_5xx": 2}]
     quiet = store.log_stats(service="search-api", window_minutes=15, now=NOW)
     assert (quiet.total, quiet.error_rate, quiet.avg_bytes, quiet.top_failing_paths) == (0, 0.0, 0.0, [])

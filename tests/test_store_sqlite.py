@@ -86,7 +86,9 @@ def test_log_stats_counts_errors_in_the_window_per_service():
                  "response": "500", "bytes": 1})
     s.index_documents("logs", logs)
     summary = s.log_stats(service="svc-a", window_minutes=15, now=now)
-    assert (summary.total, summary.errors_4xx, summary.errors_5xx) == (11, 4, 3)
+    # Disjoint classes: the 404 is the one 4xx, the three 503s are 5xx; the rate counts both.
+    assert (summary.total, summary.errors_4xx, summary.errors_5xx) == (11, 1, 3)
+    assert summary.errors == 4
     assert summary.error_rate == pytest.approx(4 / 11, abs=1e-4)
     assert summary.avg_bytes == pytest.approx((10 * 100 + 300) / 11, abs=0.1)
     assert summary.top_failing_paths[0] == {"request": "/pay", "errors": 3, "errors_5xx": 3}

@@ -7,11 +7,15 @@ server module itself never imports.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from . import __version__
@@ -65,8 +69,10 @@ def serve(
 ) -> int:
     """Run the server until interrupted (stdio: until stdin closes). Returns an exit code.
 
-    Raises ``ConfigError`` (CLI exit 2) for a bad token, a non-loopback host without a token or
-    a bad port, before anything is opened.
+    Exit codes: 0 after a clean stop (Ctrl-C, SIGTERM, stdin closed); 1 when the HTTP server fails
+    during start-up after binding. Raises ``ConfigError`` (CLI exit 2) for a bad token, a
+    non-loopback host without a token, a bad port or a port that cannot be bound (in use), before
+    anything is announced.
     """
     token = server_token(environ) if http else None
     if http:
@@ -82,7 +88,15 @@ def serve(
     url_host = f"[{host}]" if ":" in host else host
     from .bootstrap import build_mcp_server
 
-    server = build_mcp_server(settings, token=token, public_url=f"http://{url_host}:{port}" if http else None)
+    # Bind before anything is built or announced: a busy port is one line (exit 2), never an "on
+    # http://..." line followed by uvicorn's own error and its exit 3. uvicorn serves this socket.
+    listener = _listen(host, port) if http else None
+    try:
+        server = build_mcp_server(settings, token=token, public_url=f"http://{url_host}:{port}" if http else None)
+    except BaseException:
+        if listener is not None:
+            listener.close()
+        raise
     try:
         if not http:
             log.info("MCP server %s %s on stdio (store %s)", SERVER_NAME, __version__,
@@ -100,9 +114,27 @@ def serve(
         # uvicorn shuts down gracefully on SIGTERM, then re-raises it; make that an interrupt, so the
         # store is closed below instead of the process dying on the default handler.
         signal.signal(signal.SIGTERM, _interrupt)
-        anyio.run(uvicorn.Server(config).serve)
+        anyio.run(partial(uvicorn.Server(config).serve, sockets=[listener]))
         return 0
     except KeyboardInterrupt:
         return 0
+    except SystemExit as exc:
+        # uvicorn exits on a startup failure after logging it; report it as a failed run (exit 1).
+        log.error("the HTTP server stopped during start-up (uvicorn exit %s)", exc.code)
+        return 1
     finally:
+        if listener is not None:
+            listener.close()
         server.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``; ``ConfigError`` (exit 2) when it cannot be bound."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host.strip("[]"), port), family=family)
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        hint = ("another process is listening there: stop it or choose another --port"
+                if exc.errno == errno.EADDRINUSE else "check --host and --port")
+        raise ConfigError(f"cannot listen on {host}:{port}: {why.lower()}; {hint}") from None

@@ -29,6 +29,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, InputRequiredResult, ToolAnnotations
 from pydantic import (
     BaseModel,
@@ -167,20 +168,23 @@ DESCRIPTIONS = {
     ),
     "query_live_logs": (
         "Aggregate recent access logs, for one service or all. Returns {service, window_minutes, total, "
-        "errors_4xx, errors_5xx, error_rate, avg_bytes, top_failing_paths}; errors_4xx counts every status "
-        ">= 400 and errors_5xx every status >= 500."
+        "errors_4xx, errors_5xx, error_rate, avg_bytes, top_failing_paths}: errors_4xx counts statuses 400-499 "
+        "and errors_5xx 500-599 (disjoint: their sum is every failed request), error_rate is that sum over "
+        "total."
     ),
     "ddft_score": (
-        "The model's DDFT scores. Returns {model, hoc, ci, source}: ci (comprehension integrity, 0-1) "
-        "scales the gate's contradiction penalty; source is bundled, hosted or none (unknown model)."
+        "The model's DDFT scores. Returns {model, known, hoc, ci, source}: ci (comprehension integrity, 0-1) "
+        "scales the gate's contradiction penalty. An unknown model gives known=false, null scores and "
+        "source none (the same shape from all three score tools)."
     ),
     "cdct_score": (
-        "The model's CDCT score. Returns {model, u_curve_magnitude, source}: above 0.4 the governor keeps "
-        "the full context; null means unknown."
+        "The model's CDCT score. Returns {model, known, u_curve_magnitude, source}: above 0.4 the governor keeps "
+        "the full context. An unknown model gives known=false, null scores and source none."
     ),
     "eect_score": (
-        "The model's EECT scores. Returns {model, ecs, as_score, act_rate, source}: ecs (0-10) pulls the "
-        "agent's stated confidence toward the model's ethical-coherence score."
+        "The model's EECT scores. Returns {model, known, ecs, as_score, act_rate, source}: ecs (0-10) pulls the "
+        "agent's stated confidence toward the model's ethical-coherence score. An unknown model gives "
+        "known=false, null scores and source none."
     ),
     "reliability_profile": (
         "The model's whole reliability profile. Returns {model, hoc, ci, u_curve_magnitude, as_score, "
@@ -194,12 +198,16 @@ DESCRIPTIONS = {
         "force_override), confidence_final, contradiction_count, evidence_coverage, policy_conflicts, "
         "supporting_doc_ids, contradicting_doc_ids, decision_id, config_hash, ...}. Act only on "
         "decision=execute; block_and_escalate means a human must approve first. Nothing is executed by "
-        "this tool."
+        "this tool, but every call is recorded in the governor's audit trail (a plan_evaluation event)."
     ),
 }
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 READ_ONLY_SCORES = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True)
+# evaluate_plan changes nothing in production, but each call appends a plan_evaluation event to the
+# audit trail: it is not read-only, and a repeated call is not a no-op (one more event).
+AUDITED = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False,
+                          open_world_hint=False)
 TITLES = {
     "search_runbooks": "Search runbooks",
     "search_evidence": "Search evidence",
@@ -256,11 +264,29 @@ def evaluate_plan(
     )
 
 
-def _register_tools(server: MCPServer[Any], governor: Governor) -> None:
+def _closed(tool: Tool) -> Tool:
+    """``tool`` with ``additionalProperties: false``: an unknown (misspelt) argument is an error,
+    not a silently different call. The SDK's argument models ignore extra keys; a subclass that
+    forbids them replaces the model, and the advertised input schema is regenerated from it."""
+    loose = tool.fn_metadata.arg_model
+    strict = type(loose.__name__, (loose,), {"model_config": ConfigDict(**loose.model_config, extra="forbid"),
+                                             "__module__": __name__})
+    tool.fn_metadata.arg_model = strict
+    tool.parameters = strict.model_json_schema(by_alias=True)
+    return tool
+
+
+def _build_tools(governor: Governor) -> list[Tool]:
     tools = governor.tools
+    built: list[Tool] = []
 
     def tool(name: str, annotations: ToolAnnotations = READ_ONLY) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        return server.tool(name=name, title=TITLES[name], description=DESCRIPTIONS[name], annotations=annotations)
+        def register(fn: Callable[..., T]) -> Callable[..., T]:
+            built.append(_closed(Tool.from_function(fn, name=name, title=TITLES[name],
+                                                    description=DESCRIPTIONS[name], annotations=annotations)))
+            return fn
+
+        return register
 
     @tool("search_runbooks")
     def search_runbooks(query: Query, service: Service, top_k: TopK = 3) -> RunbookHits:
@@ -297,7 +323,7 @@ def _register_tools(server: MCPServer[Any], governor: Governor) -> None:
     def reliability_profile(model: ModelName) -> FrameworkScores:
         return _run("reliability_profile", tools.reliability_profile, model)
 
-    @tool("evaluate_plan")
+    @tool("evaluate_plan", AUDITED)
     def evaluate_plan_tool(
         incident: IncidentParam,
         proposed_action: Action,
@@ -323,6 +349,8 @@ def _register_tools(server: MCPServer[Any], governor: Governor) -> None:
             log.warning("evaluate_plan: %s", exc)
             raise ToolError("the verdict could not be written to the audit trail; treat the plan as blocked") from None
         return verdict
+
+    return built
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -407,10 +435,9 @@ def build_server(
     try:
         server = GovernorMCPServer(
             governor, owns_governor=owns, name=SERVER_NAME, title="Safety Governor", version=__version__,
-            instructions=INSTRUCTIONS, log_level="WARNING", **auth_kwargs,
+            instructions=INSTRUCTIONS, log_level="WARNING", tools=_build_tools(governor), **auth_kwargs,
         )
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
-    _register_tools(server, governor)
     return server

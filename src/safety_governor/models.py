@@ -122,16 +122,31 @@ class FrameworkScores(_Model):
 
 
 class LogSummary(_Model):
-    """Aggregated live telemetry for a service over a time window."""
+    """Aggregated live telemetry for a service over a time window.
 
-    service: str | None = None
-    window_minutes: int
-    total: int = 0
-    errors_4xx: int = 0
-    errors_5xx: int = 0
-    error_rate: float = 0.0
-    avg_bytes: float = 0.0
-    top_failing_paths: list[dict[str, Any]] = Field(default_factory=list)
+    ``errors_4xx`` and ``errors_5xx`` are disjoint (400-499 and 500-599), so their sum is every
+    failed request and ``error_rate`` is that sum over ``total``.
+    """
+
+    service: str | None = Field(None, description="The service counted, or null for all services.")
+    window_minutes: int = Field(description="The look-back window in minutes, ending now.")
+    total: int = Field(0, description="Requests logged in the window.")
+    errors_4xx: int = Field(0, description="Requests answered with a status from 400 to 499 (client errors only).")
+    errors_5xx: int = Field(0, description="Requests answered with a status from 500 to 599 (server errors only).")
+    error_rate: float = Field(
+        0.0, description="(errors_4xx + errors_5xx) / total, 0-1; 0 when nothing was logged."
+    )
+    avg_bytes: float = Field(0.0, description="Mean response size in bytes.")
+    top_failing_paths: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="The request paths with the most failed requests (status >= 400), most first: "
+                    "{request, errors (4xx + 5xx), errors_5xx}.",
+    )
+
+    @property
+    def errors(self) -> int:
+        """Every failed request (4xx + 5xx)."""
+        return self.errors_4xx + self.errors_5xx
 
 
 class StressOutput(_Model):

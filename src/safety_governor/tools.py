@@ -70,25 +70,34 @@ class PolicyCheck(BaseModel):
     conflicts: list[PolicyConflict] = Field(default_factory=list)
 
 
+_KNOWN = Field(description="false when no profile exists for the model: every score is then null")
+_SOURCE = Field(description="bundled, hosted, hosted+bundled, or none (unknown model)")
+
+
 class DdftScore(BaseModel):
+    """DDFT scores; the same unknown-model shape as ``CdctScore`` and ``EectScore`` (nulls)."""
+
     model: str
-    hoc: float
-    ci: float
-    source: str
+    known: bool = _KNOWN
+    hoc: float | None = Field(description="DDFT HOC, 0-1; null when unknown")
+    ci: float | None = Field(description="DDFT comprehension integrity, 0-1; null when unknown")
+    source: str = _SOURCE
 
 
 class CdctScore(BaseModel):
     model: str
-    u_curve_magnitude: float | None
-    source: str
+    known: bool = _KNOWN
+    u_curve_magnitude: float | None = Field(description="CDCT u-curve magnitude, 0-1; null when unknown")
+    source: str = _SOURCE
 
 
 class EectScore(BaseModel):
     model: str
-    ecs: float = Field(description="0-10 scale")
-    as_score: float
-    act_rate: float
-    source: str
+    known: bool = _KNOWN
+    ecs: float | None = Field(description="EECT ethical-coherence score, 0-10; null when unknown")
+    as_score: float | None = Field(description="EECT AS, 0-1; null when unknown")
+    act_rate: float | None = Field(description="EECT act rate, 0-1; null when unknown")
+    source: str = _SOURCE
 
 
 def _require_text(name: str, value: Any) -> str:
@@ -190,15 +199,22 @@ class GovernorTools:
 
     def ddft_score(self, model: str) -> DdftScore:
         p = self.reliability_profile(model)
-        return DdftScore(model=p.model, hoc=p.hoc, ci=p.ci, source=p.source)
+        if p.source == "none":
+            return DdftScore(model=p.model, known=False, hoc=None, ci=None, source=p.source)
+        return DdftScore(model=p.model, known=True, hoc=p.hoc, ci=p.ci, source=p.source)
 
     def cdct_score(self, model: str) -> CdctScore:
         p = self.reliability_profile(model)
-        return CdctScore(model=p.model, u_curve_magnitude=p.u_curve_magnitude, source=p.source)
+        known = p.source != "none"
+        return CdctScore(model=p.model, known=known, u_curve_magnitude=p.u_curve_magnitude if known else None,
+                         source=p.source)
 
     def eect_score(self, model: str) -> EectScore:
         p = self.reliability_profile(model)
-        return EectScore(model=p.model, ecs=p.ecs, as_score=p.as_score, act_rate=p.act_rate, source=p.source)
+        if p.source == "none":
+            return EectScore(model=p.model, known=False, ecs=None, as_score=None, act_rate=None, source=p.source)
+        return EectScore(model=p.model, known=True, ecs=p.ecs, as_score=p.as_score, act_rate=p.act_rate,
+                         source=p.source)
 
     def registry(self) -> dict[str, Callable[..., BaseModel]]:
         return {

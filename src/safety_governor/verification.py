@@ -137,7 +137,7 @@ def verify_recovery(
         deadline = started + timedelta(seconds=window_seconds)
         for poll in range(polls):
             stats = errors_since(store, incident.service, since, horizon_seconds=window_seconds + 60)
-            errors = stats.errors_4xx
+            errors = stats.errors
             samples.append(VerificationSample(at=clock(), total=stats.total, errors=errors,
                                               error_rate=stats.error_rate))
             if stats.total >= min_requests and stats.error_rate < threshold:

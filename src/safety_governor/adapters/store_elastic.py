@@ -574,7 +574,8 @@ class ElasticStore:
         if service:
             filters.append({"term": {"service": {"value": service.strip().lower(), "case_insensitive": True}}})
         errors = {"range": {RESPONSE_CODE_FIELD: {"gte": 400}}}
-        errors_5xx = {"range": {RESPONSE_CODE_FIELD: {"gte": 500}}}
+        errors_4xx = {"range": {RESPONSE_CODE_FIELD: {"gte": 400, "lt": 500}}}
+        errors_5xx = {"range": {RESPONSE_CODE_FIELD: {"gte": 500, "lt": 600}}}
         return {
             "size": 0,
             "track_total_hits": True,
@@ -586,7 +587,7 @@ class ElasticStore:
             },
             "query": {"bool": {"filter": filters}},
             "aggregations": {
-                "errors_4xx": {"filter": errors},
+                "errors_4xx": {"filter": errors_4xx},
                 "errors_5xx": {"filter": errors_5xx},
                 "avg_bytes": {"avg": {"field": "bytes", "missing": 0}},
                 "failing": {
@@ -618,16 +619,17 @@ class ElasticStore:
         total_raw = resp.get("hits", {}).get("total", 0)
         total = int(total_raw.get("value", 0) if isinstance(total_raw, Mapping) else total_raw or 0)
         aggs = resp.get("aggregations", {})
-        errors = int(aggs.get("errors_4xx", {}).get("doc_count", 0))
+        e4 = int(aggs.get("errors_4xx", {}).get("doc_count", 0))
+        e5 = int(aggs.get("errors_5xx", {}).get("doc_count", 0))
         avg = aggs.get("avg_bytes", {}).get("value")
         buckets = aggs.get("failing", {}).get("paths", {}).get("buckets", []) if top_n > 0 else []
         return LogSummary(
             service=service,
             window_minutes=window_minutes,
             total=total,
-            errors_4xx=errors,
-            errors_5xx=int(aggs.get("errors_5xx", {}).get("doc_count", 0)),
-            error_rate=round(errors / total, 4) if total else 0.0,
+            errors_4xx=e4,
+            errors_5xx=e5,
+            error_rate=round((e4 + e5) / total, 4) if total else 0.0,
             avg_bytes=round(float(avg or 0.0), 1) if total else 0.0,
             top_failing_paths=[
                 {"request": str(b["key"]), "errors": int(b["doc_count"]),

@@ -464,7 +464,8 @@ class SQLiteStore:
             where += " AND service = ?"
             params.append(service.strip().lower())
         total, e4, e5, avg_bytes = self._execute(
-            f"SELECT COUNT(*), SUM(response >= 400), SUM(response >= 500), AVG(bytes) FROM logs WHERE {where}",
+            f"SELECT COUNT(*), SUM(response >= 400 AND response < 500), SUM(response >= 500 AND response < 600), "
+            f"AVG(bytes) FROM logs WHERE {where}",
             params,
         )[0]
         paths = self._execute(
@@ -473,14 +474,14 @@ class SQLiteStore:
             [*params, top_n],
         )
         total = int(total or 0)
-        errors = int(e4 or 0)
+        e4, e5 = int(e4 or 0), int(e5 or 0)
         return LogSummary(
             service=service,
             window_minutes=window_minutes,
             total=total,
-            errors_4xx=errors,
-            errors_5xx=int(e5 or 0),
-            error_rate=round(errors / total, 4) if total else 0.0,
+            errors_4xx=e4,
+            errors_5xx=e5,
+            error_rate=round((e4 + e5) / total, 4) if total else 0.0,
             avg_bytes=round(float(avg_bytes or 0.0), 1),
             top_failing_paths=[{"request": p, "errors": int(c), "errors_5xx": int(c5 or 0)} for p, c, c5 in paths],
         )
