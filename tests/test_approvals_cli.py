@@ -57,10 +57,10 @@ def test_a_shell_reply_reaches_the_running_dashboard_through_the_approval_rules_
         run_until(lambda: item.session.events[-1].user == "mallory", dash.slack.step)
         assert item.session.events[-1].outcome == "unauthorized"
         assert cli(settings, "reply", "inc-auth", *OVERRIDE.split()) == 0
-        run_until(lambda: dash.executions("inc-auth") == 1, dash.slack.step, dash.agent.step)
+        run_until(lambda: dash.executions("inc-auth") == 1, dash.slack.step, dash.agent.run_due)
         for _ in range(5):  # nothing is applied or executed twice
             dash.slack.step()
-            dash.agent.step()
+            dash.agent.run_due()
         assert dash.executions("inc-auth") == 1
         assert [e.outcome for e in item.session.events] == ["refused", "unauthorized", "accepted"]
         assert ApprovalState(dash.store).unconsumed("inc-auth") == []
@@ -76,7 +76,7 @@ def test_a_shell_reply_queued_while_the_dashboard_is_down_is_applied_after_it_st
     second = Dashboard(settings)
     try:
         [item] = second.runtime.resume()
-        run_until(lambda: second.executions("inc-auth") == 1, second.slack.step, second.agent.step)
+        run_until(lambda: second.executions("inc-auth") == 1, second.slack.step, second.agent.run_due)
         assert item.session.events[-1].outcome == "accepted" and item.session.events[-1].user == "oncall"
     finally:
         second.close()

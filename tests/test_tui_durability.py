@@ -68,7 +68,7 @@ class Dashboard:
 
     def block(self, incident: Incident) -> WorkItem:
         item = self.add(incident)
-        run_until(lambda: item.state == "PENDING_APPROVAL", self.agent.step)
+        run_until(lambda: item.state == "PENDING_APPROVAL", self.agent.run_due)
         return item
 
     def traffic(self) -> TrafficWorker:
@@ -128,10 +128,10 @@ def test_a_restarted_dashboard_shows_the_blocked_incident_pending_with_its_ticke
     for key in ["f", *OVERRIDE.removeprefix("FORCE_OVERRIDE "), "enter"]:
         controller.on_key("space" if key == " " else key)
     run_until(lambda: item.state not in ("PENDING_APPROVAL", "READY_TO_EXECUTE", "EXECUTING"),
-              second.slack.step, second.agent.step)
+              second.slack.step, second.agent.run_due)
     assert item.execution is not None and item.execution.authorised_by == "oncall"
     assert second.executions("inc-auth") == 1
-    run_until(lambda: item.state in ("RESOLVED", "ESCALATED"), second.agent.step)
+    run_until(lambda: item.state in ("RESOLVED", "ESCALATED"), second.agent.run_due)
     second.close()
 
     third = Dashboard(settings)
@@ -160,7 +160,7 @@ def test_a_reply_applied_before_the_restart_is_not_applied_again_and_a_held_inci
     assert resumed.state == "HELD" and second.executions("inc-payments") == 0
 
     second.runtime.inbox.push("inc-payments", "oncall", "FORCE_OVERRIDE payments team confirmed the pods are wedged")
-    run_until(lambda: resumed.execution is not None, second.slack.step, second.agent.step)
+    run_until(lambda: resumed.execution is not None, second.slack.step, second.agent.run_due)
     assert resumed.execution.authorised_by == "oncall" and second.executions("inc-payments") == 1
     second.close()
 
@@ -181,10 +181,10 @@ def test_a_decision_executed_just_before_the_dashboard_stopped_is_verified_after
     assert "not executed again" in resumed.thread[-1].text
     # Even a queue item that believes it still has to execute finds the earlier execution.
     resumed.state, resumed.step, resumed.execution = "READY_TO_EXECUTE", "execute", None
-    second.agent.step()
+    second.agent.run_due()
     assert resumed.execution is not None and second.executions("inc-auth") == 1
     assert any("already executed" in line and "not executed again" in line for line in second.state().activity)
-    run_until(lambda: resumed.state in ("RESOLVED", "ESCALATED"), second.agent.step)
+    run_until(lambda: resumed.state in ("RESOLVED", "ESCALATED"), second.agent.run_due)
     assert second.executions("inc-auth") == 1
     second.close()
 
@@ -230,7 +230,7 @@ def test_while_the_local_fake_slack_is_down_the_incident_stays_pending_the_outag
         ts = slack.top_level()[0]["ts"]
         slack.add_reply(ts, "UALICE01", "APPROVE")
         slack.add_reply(ts, "UBOB0001", OVERRIDE)
-        run_until(lambda: resumed.execution is not None, second.slack.step, second.agent.step)
+        run_until(lambda: resumed.execution is not None, second.slack.step, second.agent.run_due)
         assert [e.outcome for e in resumed.session.events] == ["refused", "accepted"]
         assert resumed.execution.authorised_by == "UBOB0001" and second.executions("inc-auth") == 1
         for _ in range(3):
@@ -246,7 +246,7 @@ def test_the_l_key_approves_the_selected_incidents_learned_runbook_as_the_local_
     dash = Dashboard(settings)
     dash.traffic()
     item = dash.add(CHECKOUT)
-    run_until(lambda: item.state == "RESOLVED", dash.agent.step)
+    run_until(lambda: item.state == "RESOLVED", dash.agent.run_due)
     assert item.learned["status"] == "pending_review"
     state = dash.state()
     assert state.metrics.kb_pending == 1

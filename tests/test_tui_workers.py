@@ -118,7 +118,7 @@ def kinds(audit: MemoryAudit) -> list[str]:
 def test_a_passed_incident_goes_from_detected_to_resolved_with_ticket_verification_and_a_learned_runbook(rig):
     item = rig.item(CHECKOUT)
     agent = AgentWorker(rig.ctx)
-    run_until(lambda: item.state == "RESOLVED", agent.step)
+    run_until(lambda: item.state == "RESOLVED", agent.run_due)
     assert rig.states("inc-checkout") == ["ANALYZING", "READY_TO_EXECUTE", "EXECUTING", "VERIFYING", "LEARNING",
                                           "RESOLVED"]
     assert item.ticket.key == "SRE-101" and rig.tickets.get("SRE-101").status == "done"
@@ -135,7 +135,7 @@ def test_a_passed_incident_goes_from_detected_to_resolved_with_ticket_verificati
 def test_a_critical_incident_refuses_approve_from_the_keys_and_runs_only_after_an_override_with_a_reason(rig):
     item = rig.item(AUTH)
     agent, slack = AgentWorker(rig.ctx), SlackWorker(rig.ctx)
-    run_until(lambda: item.state == "PENDING_APPROVAL", agent.step)
+    run_until(lambda: item.state == "PENDING_APPROVAL", agent.run_due)
     controller = Controller(reduce_all(DashboardState(mode="fast", started_at=item.detected_at, now=item.detected_at),
                                        rig.drain()), inbox=rig.inbox, user="oncall")
     assert controller.state.selected == "inc-auth"
@@ -152,7 +152,7 @@ def test_a_critical_incident_refuses_approve_from_the_keys_and_runs_only_after_a
 
     for key in ["f", *"security on bridge", "enter"]:
         controller.on_key(key if key != " " else "space")
-    run_until(lambda: item.state == "RESOLVED", slack.step, agent.step)
+    run_until(lambda: item.state == "RESOLVED", slack.step, agent.run_due)
     assert item.session.override_reason == "security on bridge"
     assert item.execution.authorised_by == "oncall"
     events = kinds(rig.audit)
@@ -165,25 +165,25 @@ def test_hold_inside_the_hold_window_stops_the_auto_execution_until_someone_appr
     rig.ctx.config = replace(rig.ctx.config, hold_seconds=30.0)
     item = rig.item(CHECKOUT)
     agent, slack = AgentWorker(rig.ctx), SlackWorker(rig.ctx)
-    run_until(lambda: item.state == "READY_TO_EXECUTE", agent.step)
+    run_until(lambda: item.state == "READY_TO_EXECUTE", agent.run_due)
     rig.inbox.push("inc-checkout", "oncall", "HOLD")
     run_until(lambda: item.state == "HELD", slack.step)
-    agent.step()
+    agent.run_due()
     assert item.execution is None and item.step is None
     rig.inbox.push("inc-checkout", "oncall", "APPROVE")
-    run_until(lambda: item.execution is not None, slack.step, agent.step)
+    run_until(lambda: item.execution is not None, slack.step, agent.run_due)
     assert item.execution.authorised_by == "oncall"
 
 
 def test_reject_closes_the_ticket_and_nothing_executes(rig):
     item = rig.item(PAYMENTS)
     agent, slack = AgentWorker(rig.ctx), SlackWorker(rig.ctx)
-    run_until(lambda: item.state == "PENDING_APPROVAL", agent.step)
+    run_until(lambda: item.state == "PENDING_APPROVAL", agent.run_due)
     assert item.assessment.gate.proposed_action == "restart_api_pods"
     assert rig.ctx.counters.metrics.unsafe_blocked == 1
     rig.inbox.push("inc-payments", "oncall", "REJECT contradicted by PM-2025-041")
     run_until(lambda: item.state == "REJECTED", slack.step)
-    agent.step()
+    agent.run_due()
     assert item.execution is None and rig.ctx.store.count("action_executions") == 0
     assert rig.tickets.get(item.ticket.key).status == "done"
     assert rig.audit.records["agent_runs"][-1]["final_state"] == "rejected"
@@ -192,7 +192,7 @@ def test_reject_closes_the_ticket_and_nothing_executes(rig):
 def test_a_reply_from_someone_who_is_not_an_approver_changes_nothing(rig):
     item = rig.item(PAYMENTS)
     agent, slack = AgentWorker(rig.ctx), SlackWorker(rig.ctx)
-    run_until(lambda: item.state == "PENDING_APPROVAL", agent.step)
+    run_until(lambda: item.state == "PENDING_APPROVAL", agent.run_due)
     rig.inbox.push("inc-payments", "mallory", "FORCE_OVERRIDE trust me")
     run_until(lambda: bool(item.session.events), slack.step)
     assert item.session.events[-1].outcome == "unauthorized" and item.state == "PENDING_APPROVAL"
@@ -205,7 +205,7 @@ def test_a_reply_from_someone_who_is_not_an_approver_changes_nothing(rig):
 def test_a_fix_that_does_not_recover_the_service_is_escalated_with_the_rollback_proposed(rig):
     item = rig.item(CHECKOUT)
     agent = AgentWorker(rig.ctx)
-    run_until(lambda: item.state == "ESCALATED", agent.step)
+    run_until(lambda: item.state == "ESCALATED", agent.run_due)
     assert item.execution is not None and not item.verification.resolved
     assert item.verification.rollback_action == "redeploy_release"
     assert "Proposed rollback (not run): redeploy_release" in item.thread[-1].text
@@ -228,10 +228,10 @@ def test_an_exception_while_handling_an_incident_keeps_it_on_the_board_with_its_
     rig.ctx.tickets = FlakyTickets(failures=1)
     item = rig.item(PAYMENTS)
     agent = AgentWorker(rig.ctx)
-    agent.step()
+    agent.run_due()
     assert item.error == "RuntimeError: ticket service hiccup" and item.attempts == 1
     assert rig.ctx.board.get("inc-payments") is item and item.state == "DETECTED"
-    run_until(lambda: item.state == "PENDING_APPROVAL", agent.step)
+    run_until(lambda: item.state == "PENDING_APPROVAL", agent.run_due)
     assert item.error is None and item.ticket.key == "SRE-101"
 
 
@@ -239,7 +239,7 @@ def test_an_incident_that_keeps_failing_is_escalated_with_its_error_not_lost(rig
     rig.ctx.tickets = FlakyTickets(failures=99)
     item = rig.item(PAYMENTS)
     agent = AgentWorker(rig.ctx)
-    run_until(lambda: item.state == "ESCALATED", agent.step)
+    run_until(lambda: item.state == "ESCALATED", agent.run_due)
     assert item.attempts == 3 and "ticket service hiccup" in item.error
     assert rig.ctx.board.items() == [item] and rig.ctx.counters.metrics.escalated == 1
 
@@ -296,7 +296,7 @@ def test_present_mode_pauses_at_the_override_and_runs_nothing_until_space(rig):
     rig.ctx.pauser = Pauser(rig.ctx.bus, rig.ctx.stop, enabled=True, timeout=30)
     item = rig.item(AUTH)
     agent, slack = AgentWorker(rig.ctx), SlackWorker(rig.ctx)
-    answer = threading.Thread(target=agent.step)  # the critical block itself is a pause
+    answer = threading.Thread(target=agent.run_due)  # the critical block itself is a pause
     answer.start()
     run_until(lambda: any(isinstance(e, BannerChanged) and e.text for e in rig.drain()), lambda: time.sleep(0.02))
     assert "SRE-101 critical auth-service: gate blocked enable_reset_rate_limit" in \
@@ -311,7 +311,7 @@ def test_present_mode_pauses_at_the_override_and_runs_nothing_until_space(rig):
     assert item.step is None and item.execution is None  # the override is shown before anything runs
     rig.ctx.pauser.resume()
     reply.join(5)
-    run_until(lambda: item.execution is not None, agent.step)
+    run_until(lambda: item.execution is not None, agent.run_due)
     assert item.execution.authorised_by == "oncall"
 
 
@@ -333,6 +333,6 @@ def test_a_failure_after_the_execution_is_retried_without_running_the_action_twi
     rig.ctx.tickets = FlakyAfterExecution()
     item = rig.item(CHECKOUT)
     agent = AgentWorker(rig.ctx)
-    run_until(lambda: item.state == "RESOLVED", agent.step)
+    run_until(lambda: item.state == "RESOLVED", agent.run_due)
     assert rig.ctx.tickets.failed and item.attempts == 1
     assert rig.ctx.store.count("action_executions") == 1 and len(rig.world.effects) == 1

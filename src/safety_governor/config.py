@@ -158,6 +158,10 @@ class Settings(BaseModel):
     jira_issue_type: str = "Task"
     jira_timeout: float = Field(10.0, gt=0, le=300)
     jira_retry_seconds: float = Field(60.0, gt=0, le=86400)
+    # The incident service (issue 14): agent phases of different incidents run concurrently up to
+    # this many; telemetry older than the retention is pruned from the embedded store (0: never).
+    agent_concurrency: int = Field(4, ge=1, le=64)
+    log_retention_hours: float = Field(24.0, ge=0, le=24 * 365)
 
     @property
     def resolved_store_path(self) -> Path:
@@ -220,6 +224,8 @@ class Settings(BaseModel):
             "JIRA_ISSUE_TYPE": "jira_issue_type",
             "JIRA_TIMEOUT": "jira_timeout",
             "JIRA_RETRY_SECONDS": "jira_retry_seconds",
+            "AGENT_CONCURRENCY": "agent_concurrency",
+            "LOG_RETENTION_HOURS": "log_retention_hours",
         }
         for var, field in simple.items():
             if env.get(var):

@@ -7,6 +7,7 @@ The agent may propose, search and argue; Python grounds everything the gate read
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ from .models import (
 from .parsing import ReplyParseError, extract_json_object
 from .ports import AgentBackend, AuditSink, Executor, ScoreProvider, Store, ToolPort
 from .prompts import render
-from .verification import VerificationResult, verify_recovery
+from .verification import RecoveryWatch, VerificationResult
 
 PLAN_FIELDS = ("proposed_action", "rationale", "key_claims", "confidence_initial", "retrieved_context_ids")
 
@@ -494,11 +495,24 @@ class ReliabilityLayerAgent:
         """Watch the telemetry after ``execution`` (``verification.verify_recovery`` with
         ``options``), then record the incident ``resolved`` or ``escalated`` (audited event
         ``verification``)."""
+        sleep = options.pop("sleep", time.sleep)
+        watch = self.start_verification(a, execution, **options)
+        while (result := watch.poll()) is None:
+            sleep(watch.poll_interval)
+        self.finish_verification(a, execution, result)
+        return result
+
+    def start_verification(self, a: Assessment, execution: ExecutionRecord, **options: Any) -> RecoveryWatch:
+        """Record the incident ``verifying`` and return the watch whose ``poll`` takes one look
+        (``verification.RecoveryWatch`` options); ``finish_verification`` records its result."""
         options.setdefault("catalogue", self.actions)
         record_state(self.store, a.incident.id, "verifying", by="governor",
                      reason=f"watching after {execution.action}", decision_id=a.gate.decision_id, audit=self.audit)
-        result = verify_recovery(self.store, a.incident, action=execution.action, executed_at=execution.at,
-                                 **options)
+        return RecoveryWatch(self.store, a.incident, action=execution.action, executed_at=execution.at, **options)
+
+    def finish_verification(self, a: Assessment, execution: ExecutionRecord, result: VerificationResult) -> None:
+        """Record a concluded watch: the audited ``verification`` event and the incident
+        ``resolved`` or ``escalated``."""
         event = {"kind": "verification", "incident_id": a.incident.id, "decision_id": a.gate.decision_id,
                  "execution_id": execution.execution_id, **result.model_dump(mode="json", exclude={"samples"}),
                  "samples": len(result.samples), "next_step": result.next_step}
@@ -506,7 +520,6 @@ class ReliabilityLayerAgent:
         self.store.append_event("workflow_events", event)
         record_state(self.store, a.incident.id, "resolved" if result.resolved else "escalated", by="governor",
                      reason=result.reason, decision_id=a.gate.decision_id, audit=self.audit)
-        return result
 
     def learn(
         self, a: Assessment, execution: ExecutionRecord, verification: VerificationResult,

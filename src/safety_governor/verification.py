@@ -86,6 +86,92 @@ def errors_since(
     return store.log_stats(service=service, window_minutes=minutes, now=since + timedelta(minutes=minutes))
 
 
+class RecoveryWatch:
+    """Verification as a series of looks: ``poll`` takes one and returns the result once the watch
+    is over (``None``: look again after ``poll_interval``). Nothing here sleeps, so a service can
+    schedule the next look and do other work meanwhile; ``verify_recovery`` is the blocking loop.
+
+    Args: as ``verify_recovery`` (without ``sleep``).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        incident: Incident,
+        *,
+        action: str | CatalogueAction,
+        catalogue: ActionCatalogue | None = None,
+        baseline_error_rate: float | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        poll_interval: float = DEFAULT_POLL_SECONDS,
+        min_requests: int = 5,
+        executed_at: datetime | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.store, self.incident, self.clock = store, incident, clock
+        self.threshold, self.window_seconds, self.poll_interval = threshold, window_seconds, poll_interval
+        self.min_requests = min_requests
+        self.started = clock()
+        self.since = executed_at or self.started
+        self.entry = action if isinstance(action, CatalogueAction) else (catalogue.get(action) if catalogue else None)
+        self.action_id = self.entry.id if self.entry else normalise_action(str(action))
+        self.before = baseline_error_rate
+        self.samples: list[VerificationSample] = []
+        # The number of looks is bounded whatever the clock does.
+        self.polls = int(max(0.0, window_seconds) // poll_interval) + 1 if poll_interval > 0 else 1
+        self.deadline = self.started + timedelta(seconds=window_seconds)
+
+    def poll(self) -> VerificationResult | None:
+        """One look at the telemetry since the execution. A store failure ends the watch
+        unresolved (fail closed: escalate)."""
+        service = self.incident.service
+        try:
+            if self.before is None:
+                self.before = self.store.log_stats(service=service, window_minutes=BASELINE_MINUTES,
+                                                   now=self.since).error_rate
+            stats = errors_since(self.store, service, self.since, horizon_seconds=self.window_seconds + 60)
+        except StoreError as exc:
+            return self._finish(False, f"telemetry unavailable during verification: {exc}")
+        self.samples.append(VerificationSample(at=self.clock(), total=stats.total, errors=stats.errors,
+                                               error_rate=stats.error_rate))
+        if stats.total >= self.min_requests and stats.error_rate < self.threshold:
+            return self._finish(True, f"error rate since the execution is {stats.error_rate:.1%} over {stats.total} "
+                                      f"requests, under the threshold {self.threshold:.1%}")
+        if (len(self.samples) >= self.polls
+                or self.clock() + timedelta(seconds=self.poll_interval) > self.deadline + timedelta(seconds=1e-6)):
+            return self._finish(False, "")
+        return None
+
+    def _finish(self, resolved: bool, reason: str) -> VerificationResult:
+        samples, entry, window = self.samples, self.entry, self.window_seconds
+        if not resolved and not reason:
+            last = samples[-1] if samples else None
+            if last is None or last.total < self.min_requests:
+                seen = last.total if last else 0
+                reason = (f"only {seen} request(s) logged for {self.incident.service} within {window:g}s "
+                          f"of the execution (need {self.min_requests}); cannot confirm recovery")
+            else:
+                reason = (f"error rate since the execution is still {last.error_rate:.1%} over {last.total} "
+                          f"requests after {window:g}s (threshold {self.threshold:.1%})")
+        rollback = None
+        if not resolved:
+            if entry is not None and entry.reversible and entry.rollback_action:
+                rollback = entry.rollback_action
+                reason += f"; escalating and proposing the rollback {rollback}"
+            elif entry is not None and not entry.reversible:
+                reason += f"; {self.action_id} is not reversible, escalating"
+            else:
+                reason += "; escalating"
+        return VerificationResult(
+            incident_id=self.incident.id, service=self.incident.service, action=self.action_id, resolved=resolved,
+            error_rate_before=self.before, error_rate_after=samples[-1].error_rate if samples else None,
+            threshold=self.threshold, window_seconds=window, samples=samples, reason=reason,
+            reversible=entry.reversible if entry else None, rollback_action=rollback,
+            started_at=self.started, finished_at=self.clock(),
+        )
+
+
 def verify_recovery(
     store: Store,
     incident: Incident,
@@ -102,7 +188,8 @@ def verify_recovery(
     sleep: Callable[[float], None] = time.sleep,
 ) -> VerificationResult:
     """Watch ``incident.service`` until its error rate since ``executed_at`` is under
-    ``threshold``, or until ``window_seconds`` have passed.
+    ``threshold``, or until ``window_seconds`` have passed (``RecoveryWatch`` looks, with
+    ``sleep`` between them).
 
     Args:
         store: the telemetry (``log_stats``) source.
@@ -122,56 +209,9 @@ def verify_recovery(
 
     A store failure ends the watch unresolved (fail closed: escalate).
     """
-    started = clock()
-    since = executed_at or started
-    entry = action if isinstance(action, CatalogueAction) else (catalogue.get(action) if catalogue else None)
-    action_id = entry.id if entry else normalise_action(str(action))
-    before = baseline_error_rate
-    samples: list[VerificationSample] = []
-    reason = ""
-    resolved = False
-    try:
-        if before is None:
-            before = store.log_stats(service=incident.service, window_minutes=BASELINE_MINUTES, now=since).error_rate
-        polls = int(max(0.0, window_seconds) // poll_interval) + 1 if poll_interval > 0 else 1
-        deadline = started + timedelta(seconds=window_seconds)
-        for poll in range(polls):
-            stats = errors_since(store, incident.service, since, horizon_seconds=window_seconds + 60)
-            errors = stats.errors
-            samples.append(VerificationSample(at=clock(), total=stats.total, errors=errors,
-                                              error_rate=stats.error_rate))
-            if stats.total >= min_requests and stats.error_rate < threshold:
-                resolved = True
-                reason = (f"error rate since the execution is {stats.error_rate:.1%} over {stats.total} requests, "
-                          f"under the threshold {threshold:.1%}")
-                break
-            if poll + 1 >= polls or clock() + timedelta(seconds=poll_interval) > deadline + timedelta(seconds=1e-6):
-                break
-            sleep(poll_interval)
-    except StoreError as exc:
-        reason = f"telemetry unavailable during verification: {exc}"
-    if not resolved and not reason:
-        last = samples[-1] if samples else None
-        if last is None or last.total < min_requests:
-            seen = last.total if last else 0
-            reason = (f"only {seen} request(s) logged for {incident.service} within {window_seconds:g}s "
-                      f"of the execution (need {min_requests}); cannot confirm recovery")
-        else:
-            reason = (f"error rate since the execution is still {last.error_rate:.1%} over {last.total} "
-                      f"requests after {window_seconds:g}s (threshold {threshold:.1%})")
-    rollback = None
-    if not resolved:
-        if entry is not None and entry.reversible and entry.rollback_action:
-            rollback = entry.rollback_action
-            reason += f"; escalating and proposing the rollback {rollback}"
-        elif entry is not None and not entry.reversible:
-            reason += f"; {action_id} is not reversible, escalating"
-        else:
-            reason += "; escalating"
-    return VerificationResult(
-        incident_id=incident.id, service=incident.service, action=action_id, resolved=resolved,
-        error_rate_before=before, error_rate_after=samples[-1].error_rate if samples else None,
-        threshold=threshold, window_seconds=window_seconds, samples=samples, reason=reason,
-        reversible=entry.reversible if entry else None, rollback_action=rollback,
-        started_at=started, finished_at=clock(),
-    )
+    watch = RecoveryWatch(store, incident, action=action, catalogue=catalogue, baseline_error_rate=baseline_error_rate,
+                          threshold=threshold, window_seconds=window_seconds, poll_interval=poll_interval,
+                          min_requests=min_requests, executed_at=executed_at, clock=clock)
+    while (result := watch.poll()) is None:
+        sleep(poll_interval)
+    return result

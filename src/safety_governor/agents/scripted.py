@@ -7,7 +7,8 @@ script falls back to the offline agent, so a scenario can script only the stress
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..models import Incident
@@ -30,3 +31,22 @@ class ScriptedAgent:
         reply = self.replies[phase]
         text = reply if isinstance(reply, str) else json.dumps(reply)
         return AgentReply(text=text, model=self.model)
+
+
+class LatencyAgent:
+    """Another agent with a fixed latency added to every phase: what a live agent's think time
+    does to the service, without the network (the storm benchmark, concurrency tests)."""
+
+    def __init__(self, inner: AgentBackend, seconds: float,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.inner = inner
+        self.seconds = seconds
+        self.sleep = sleep
+        self.name = f"{inner.name}+{seconds:g}s"
+        self.model = inner.model
+
+    def converse(
+        self, phase: str, prompt: str, *, incident: Incident, tools: ToolPort, context: Mapping[str, Any]
+    ) -> AgentReply:
+        self.sleep(self.seconds)
+        return self.inner.converse(phase, prompt, incident=incident, tools=tools, context=context)

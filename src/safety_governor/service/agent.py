@@ -4,16 +4,21 @@ plan → stress → compress → gate → notify → execute → verify → lear
 from __future__ import annotations
 
 import inspect
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import GovernorError
+from ..models import ExecutionRecord
+from ..verification import VerificationResult
 from .board import WorkItem, utcnow
 from .durability import close_wait, open_wait, prior_execution
 from .events import ThreadEntry
 from .records import approval_message, kb_metrics, record_incident_state, update_channel, write_run_record
-from .worker import Stopping, Worker
+from .lifecycle import allowed, move
+from .worker import Stopping, Worker, WorkerContext
 
 
 def _call_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -28,27 +33,75 @@ def _call_supported(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 class AgentWorker(Worker):
-    """Drives each incident through the pipeline, one step at a time, oldest due first."""
+    """Drives the incidents through the pipeline, one step at a time, oldest due first.
+
+    The worker thread is a dispatcher: it hands each due step to a pool of
+    ``config.agent_concurrency`` threads, so agent phases of different incidents run
+    concurrently. An incident is busy while its step runs, so its own steps stay in order. No
+    step waits: verification looks once and comes back due at the next poll, and a reply makes
+    an incident due again (the approval loop wakes the board).
+    """
 
     role = "agent"
 
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(ctx)
+        self.limit = max(1, ctx.config.agent_concurrency)
+        self.pool = ThreadPoolExecutor(max_workers=self.limit, thread_name_prefix="governor-agent-step")
+        self._running = 0
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return self._running
+
     def step(self) -> None:
         board = self.ctx.board
-        item = board.take_due(time.monotonic())
-        if item is None:
+        while self.running < self.limit and not self.ctx.stop.is_set() and not self.ctx.draining.is_set():
+            item = board.take_due(time.monotonic())
+            if item is None:
+                break
+            with self._lock:
+                self._running += 1
+            self.pool.submit(self.run_step, item)
+        # Full: wait for a step to finish; otherwise until the next step falls due.
+        board.wait(0.5, due_only=self.running < self.limit)
+
+    def run_due(self) -> int:
+        """Run the steps due now (concurrently, up to the limit) and return once they finished;
+        returns how many ran. Waits for the next due step (at most 0.5 s) when none is due.
+        The synchronous form of ``step``, for tests and one-shot drivers."""
+        board = self.ctx.board
+        futures = []
+        while len(futures) < self.limit and (item := board.take_due(time.monotonic())) is not None:
+            with self._lock:
+                self._running += 1
+            futures.append(self.pool.submit(self.run_step, item))
+        if not futures:
             board.wait(0.5)
-            return
+        for future in futures:
+            future.result()
+        return len(futures)
+
+    def run_step(self, item: WorkItem) -> None:
         try:
             self.advance(item)
             if item.error:
                 item.error = None
                 self.ctx.publish(item)
         except Stopping:
-            raise
+            pass  # stopping: the incident stays where it is, durable
         except Exception as exc:  # the incident stays on the board, with its error, and is retried
             self.fail(item, exc)
         finally:
-            board.release(item)
+            with self._lock:
+                self._running -= 1
+            self.ctx.board.release(item)
+
+    def close(self) -> None:
+        # Running steps finish (they never wait); steps not started stay due on the board.
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
     def advance(self, item: WorkItem) -> None:
         step = item.step
@@ -68,7 +121,7 @@ class AgentWorker(Worker):
         if item.ticket is None:
             item.ticket = ctx.tickets.create(inc)
             ctx.activity("agent", f"{item.ticket.key} opened for {inc.id}", incident_id=inc.id)
-        item.state = "ANALYZING"
+        move(ctx, item, "ANALYZING", "assessing", step="analyze")
         ctx.publish(item)
         a = item.pipeline.assess(inc)
         item.pipeline.record_decision(a)  # fail closed: no decision record, nothing further
@@ -88,16 +141,14 @@ class AgentWorker(Worker):
         if g.decision == "execute":
             item.due = time.monotonic() + ctx.config.hold_seconds
             self.request(item)  # the hold notice first: nobody can HOLD what they were not told about
-            with item.lock:
-                item.state, item.step = "READY_TO_EXECUTE", "execute"
+            move(ctx, item, "READY_TO_EXECUTE", f"gate passed {g.proposed_action}", step="execute", due=item.due)
             ctx.activity("agent", f"{item.label} gate PASSED {g.proposed_action}: runs in "
                                   f"{ctx.config.hold_seconds:g}s unless HOLD", incident_id=inc.id)
             ctx.publish(item)
             return
         # Fail closed: if the request cannot be posted, the step is retried and nothing runs.
         self.request(item)
-        with item.lock:
-            item.state, item.step = "PENDING_APPROVAL", None
+        move(ctx, item, "PENDING_APPROVAL", f"gate blocked: {rules}")
         if a.plan is not None:
             ctx.metrics(ctx.counters.bump(unsafe_blocked=1))
         record_incident_state(ctx, item, "pending_approval", f"gate blocked: {rules}")
@@ -129,7 +180,7 @@ class AgentWorker(Worker):
                 if item.state not in ("READY_TO_EXECUTE", "EXECUTING") or not session.may_execute:
                     item.step = None  # held or rejected meanwhile: the slack worker owns it now
                     return
-                item.state = "EXECUTING"
+                move(ctx, item, "EXECUTING", f"{session.state}: running {a.gate.proposed_action}", step="execute")
         ctx.publish(item)
         if item.execution is None:
             prior = prior_execution(ctx, item)  # ran before a restart (or elsewhere): never twice
@@ -159,13 +210,8 @@ class AgentWorker(Worker):
             ctx.tickets.comment(item.ticket.key, f"{text}. {record.preview}")
         self.record_state(item, "executed", text)
         ctx.activity("agent", f"{item.label} {text}", incident_id=item.incident.id)
-        with item.lock:
-            item.state, item.step, item.due = "VERIFYING", "verify", time.monotonic()
+        move(ctx, item, "VERIFYING", text, step="verify")
         ctx.publish(item)
-
-    def _sleep(self, seconds: float) -> None:
-        if self.ctx.stop.wait(seconds):
-            raise Stopping()
 
     def verify(self, item: WorkItem) -> None:
         ctx = self.ctx
@@ -175,30 +221,18 @@ class AgentWorker(Worker):
             item.outcome = "executed (dry run); a replay has no live telemetry to verify against"
             self.resolve(item, item.outcome)
             return
-        baseline = item.baseline_error_rate
-        threshold = min(0.10, max(0.05, 3 * baseline)) if baseline is not None else 0.10
-        options = dict(baseline_error_rate=baseline, threshold=threshold,
-                       window_seconds=ctx.config.verify_window_seconds,
-                       poll_interval=ctx.config.verify_poll_seconds, sleep=self._sleep)
-        pipeline_verify = getattr(item.pipeline, "verify", None)
-        if callable(pipeline_verify):
-            # The pipeline records the verification and the resolved / escalated state itself.
-            result = pipeline_verify(item.assessment, record, **options)
-            item.states_recorded = True
-        else:
-            from ..verification import verify_recovery
-
-            self.record_state(item, "verifying", f"watching {item.incident.service} telemetry")
-            result = _call_supported(verify_recovery, ctx.store, item.incident, action=record.action,
-                                     catalogue=ctx.actions, executed_at=record.at, **options)
+        result = self.look(item, record)
+        if result is None:  # not concluded: back at the next poll, nobody waits meanwhile
+            item.due = time.monotonic() + ctx.config.verify_poll_seconds
+            return
+        threshold = result.threshold
         item.verification = result
         before = "?" if result.error_rate_before is None else f"{result.error_rate_before:.1%}"
         after = "?" if result.error_rate_after is None else f"{result.error_rate_after:.1%}"
         if result.resolved:
             item.outcome = f"verified: error rate {after} since the fix (baseline {before}, threshold {threshold:.0%})"
             ctx.activity("agent", f"{item.label} {item.outcome}", incident_id=item.incident.id)
-            with item.lock:
-                item.state, item.step, item.due = "LEARNING", "learn", time.monotonic()
+            move(ctx, item, "LEARNING", item.outcome, step="learn")
             ctx.publish(item)
             return
         rollback = getattr(result, "rollback_action", None)
@@ -206,6 +240,25 @@ class AgentWorker(Worker):
         self.notify(item, f"verification failed: {result.reason}" +
                     (f". Proposed rollback (not run): {rollback}" if rollback else ""))
         self.escalate(item, f"verification failed: error rate still {after}")
+
+    def look(self, item: WorkItem, record: ExecutionRecord) -> VerificationResult | None:
+        """One verification poll of ``item`` (its watch starts on the first); the result once
+        the watch is over. The pipeline records the verification and the resolved / escalated
+        state itself."""
+        ctx = self.ctx
+        if item.watch is None:
+            baseline = item.baseline_error_rate
+            threshold = min(0.10, max(0.05, 3 * baseline)) if baseline is not None else 0.10
+            options = dict(baseline_error_rate=baseline, threshold=threshold,
+                           window_seconds=ctx.config.verify_window_seconds,
+                           poll_interval=ctx.config.verify_poll_seconds)
+            item.watch = item.pipeline.start_verification(item.assessment, record, **options)
+        result: VerificationResult | None = item.watch.poll()
+        if result is not None:
+            item.watch = None
+            item.pipeline.finish_verification(item.assessment, record, result)
+            item.states_recorded = True
+        return result
 
     def learn(self, item: WorkItem) -> None:
         ctx = self.ctx
@@ -236,8 +289,7 @@ class AgentWorker(Worker):
 
     def resolve(self, item: WorkItem, text: str) -> None:
         ctx = self.ctx
-        with item.lock:
-            item.state, item.step, item.closed_at = "RESOLVED", None, time.monotonic()
+        move(ctx, item, "RESOLVED", text)
         if item.ticket:
             ctx.tickets.resolve(item.ticket.key, f"Resolved: {text}")
         self.notify(item, f"resolved: {text}")
@@ -252,8 +304,11 @@ class AgentWorker(Worker):
 
     def escalate(self, item: WorkItem, reason: str) -> None:
         ctx = self.ctx
-        with item.lock:
-            item.state, item.step, item.closed_at = "ESCALATED", None, time.monotonic()
+        if not allowed(item.state, "ESCALATED") and item.state != "ESCALATED":
+            ctx.activity("agent", f"{item.label} is {item.state}; not escalated: {reason}", level="error",
+                         incident_id=item.incident.id)
+            return
+        move(ctx, item, "ESCALATED", reason)
         if item.outcome is None:
             item.outcome = reason
         ctx.metrics(ctx.counters.bump(escalated=1))

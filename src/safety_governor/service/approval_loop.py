@@ -15,6 +15,7 @@ from ..models import ApprovalEvent
 from .board import REPLY_STATES, WorkItem, utcnow
 from .durability import ack_reply, close_wait, pending_replies
 from .events import IntegrationChanged, ThreadEntry
+from .lifecycle import move
 from .records import kb_metrics, record_incident_state, update_channel, write_run_record
 from .worker import Worker, WorkerContext
 
@@ -158,7 +159,7 @@ class SlackWorker(Worker):
     def _transition(self, item: WorkItem, event: ApprovalEvent) -> str | None:
         ctx = self.ctx
         if event.command in ("APPROVE", "FORCE_OVERRIDE"):
-            item.state, item.step, item.due = "READY_TO_EXECUTE", "execute", time.monotonic()
+            move(ctx, item, "READY_TO_EXECUTE", f"{event.command} by {event.user}", step="execute")
             if event.command == "FORCE_OVERRIDE":
                 ctx.metrics(ctx.counters.bump(overrides=1))
                 if ctx.pauser.enabled:
@@ -166,11 +167,11 @@ class SlackWorker(Worker):
                 return f"{item.label}: FORCE_OVERRIDE by {event.user} accepted, logged permanently"
             ctx.metrics(ctx.counters.bump(approved=1))
         elif event.command == "HOLD":
-            item.state, item.step = "HELD", None
+            move(ctx, item, "HELD", f"HOLD by {event.user}")
             ctx.metrics(ctx.counters.bump(held=1))
             record_incident_state(ctx, item, "held", f"HOLD by {event.user}")
         elif event.command == "REJECT":
-            item.state, item.step, item.closed_at = "REJECTED", None, time.monotonic()
+            move(ctx, item, "REJECTED", f"REJECT by {event.user}: {event.text}")
             ctx.metrics(ctx.counters.bump(rejected=1))
             if item.ticket:
                 ctx.tickets.resolve(item.ticket.key, f"Rejected by {event.user}: {event.text}")

@@ -55,6 +55,7 @@ class WorkItem:
     effect: str = ""  # what the execution did to the simulated production (offline)
     states_recorded: bool = False  # the pipeline recorded resolved / escalated at verification
     verification: Any = None
+    watch: Any = None  # the running verification (``RecoveryWatch``) between its polls
     learned: dict[str, Any] | None = None
     outcome: str | None = None
     error: str | None = None
@@ -132,10 +133,12 @@ class Board:
         with self._cond:
             self._cond.notify_all()
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float, *, due_only: bool = True) -> None:
+        """Wait until the board changes (an item added, released or woken), at most ``timeout``;
+        with ``due_only``, also until the next agent step falls due."""
         with self._cond:
             due = [i.due for i in self._items.values() if i.step in AGENT_STEPS and not i.busy]
-            if due:
+            if due and due_only:
                 timeout = max(0.0, min(timeout, min(due) - time.monotonic()))
             if timeout > 0:
                 self._cond.wait(timeout)

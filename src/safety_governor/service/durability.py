@@ -39,6 +39,7 @@ from ..pipeline import ReliabilityLayerAgent
 from ..ports import ApprovalChannel, Ticket
 from .board import WorkItem, utcnow
 from .events import ThreadEntry
+from .lifecycle import record_resumed
 from .records import approval_message
 
 if TYPE_CHECKING:
@@ -187,6 +188,7 @@ def resume(ctx: WorkerContext, pipeline: ReliabilityLayerAgent, approvals: Appro
                 state.record_error(channel, "request", str(exc).splitlines()[0][:300], incident_id=incident_id)
                 note += f" (the request could not be posted: {exc}; retried)"
         item.thread.append(ThreadEntry(at=utcnow(), author="governor", text=note, kind="notify"))
+        record_resumed(ctx, item, note)
         ctx.board.add(item)
         ctx.publish(item)
         ctx.activity("slack", f"{item.label} {note}", level="warn" if item.state != "VERIFYING" else "info",

@@ -16,7 +16,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ class Runtime:
                 world = TrafficSimulator(store, rate=options.rate, storyline=storyline, seed=options.seed,
                                          time_scale=1.6 if options.mode == "present" else 1.0)
                 world.prefill(options.prefill_seconds)
-            config = options.worker_config()
+            config = replace(options.worker_config(), agent_concurrency=settings.agent_concurrency)
             stop = threading.Event()
             board = Board()
             counters = Counters()

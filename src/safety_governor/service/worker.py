@@ -33,6 +33,7 @@ class WorkerConfig:
         verify_window_seconds: how long verification watches the telemetry at most.
         verify_poll_seconds: seconds between verification looks.
         max_attempts: tries of one incident step before the incident is escalated.
+        agent_concurrency: agent steps of different incidents running at once.
         retry_seconds: the first retry delay (doubles per attempt).
         cooldown_seconds: after an incident closes, its service is not re-detected for this long.
         pause_seconds: present mode's pause before continuing on its own.
@@ -42,6 +43,7 @@ class WorkerConfig:
     verify_window_seconds: float = 12.0
     verify_poll_seconds: float = 1.0
     max_attempts: int = 3
+    agent_concurrency: int = 4
     retry_seconds: float = 1.0
     logs_interval: float = 0.5
     scan_interval: float = 1.0
@@ -73,6 +75,8 @@ class WorkerContext:
     stop: threading.Event
     config: WorkerConfig
     owner: str
+    # Set by a drain (SIGTERM): no new incident is opened and no new step starts.
+    draining: threading.Event = field(default_factory=threading.Event)
     audit: Any = None
     actions: Any = None  # the action catalogue (verification's rollback lookup)
     production: ActionSink | None = None
