@@ -73,8 +73,11 @@ class AgentWorker(Worker):
         returns how many ran. Waits for the next due step (at most 0.5 s) when none is due.
         The synchronous form of ``step``, for tests and one-shot drivers."""
         board = self.ctx.board
+        taken: list[WorkItem] = []  # all taken before any runs: one step per incident per call
+        while len(taken) < self.limit and (item := board.take_due(time.monotonic())) is not None:
+            taken.append(item)
         futures = []
-        while len(futures) < self.limit and (item := board.take_due(time.monotonic())) is not None:
+        for item in taken:
             with self._lock:
                 self._running += 1
             futures.append(self.pool.submit(self.run_step, item))
