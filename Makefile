@@ -42,4 +42,4 @@ bench-tui: $(STAMP)
 	$(PY) bench/bench_tui.py
 
 clean:
-	rm -rf $(VENV) output/*.jsonl output/*.db*
+	rm -rf $(VENV) output/*.jsonl output/*.jsonl.* output/*.db*

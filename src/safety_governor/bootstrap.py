@@ -48,6 +48,26 @@ def open_store(settings: Settings) -> Store:
     return SQLiteStore(settings.resolved_store_path)
 
 
+def audit_key(settings: Settings) -> bytes | None:
+    """``AUDIT_HMAC_KEY`` as bytes, or ``None`` (plain SHA-256 chain)."""
+    key = settings.audit_hmac_key.get_secret_value() if settings.audit_hmac_key else ""
+    return key.encode("utf-8") if key else None
+
+
+def open_audit(settings: Settings, policy: GatePolicy | None = None, *, instance: str | None = None) -> JsonlAudit:
+    """The JSONL audit trail in ``settings.output_dir``: its genesis records name this instance and
+    the gate config hash; ``AUDIT_HMAC_KEY`` makes the chain an HMAC chain."""
+    config_hash = (policy or load_gate_policy(settings.gate_policy_path)).config_hash
+    return JsonlAudit(settings.output_dir, instance=instance, config_hash=config_hash, hmac_key=audit_key(settings))
+
+
+def audit_status(settings: Settings, audit: AuditSink) -> tuple[bool, str]:
+    """(ok, one line) on the audit trail's chain for a status panel, checked now."""
+    from .audit_chain import status_line
+
+    return status_line(settings.output_dir, audit_key(settings), getattr(audit, "warnings", ()))
+
+
 def build_scores(settings: Settings) -> ScoreProvider:
     table = BundledScores(settings.data_dir / "model_profiles.json")
     if settings.cdct_api_url or settings.ddft_api_url or settings.eect_api_url:
@@ -211,7 +231,7 @@ def build(
         store = open_store(settings)
         owned.append(store)
     scores = scores or build_scores(settings)
-    audit = audit or JsonlAudit(settings.output_dir)
+    audit = audit or open_audit(settings, policy)
     tools = GovernorTools(store, scores)
     explicit_port = tool_port is not None
     tool_port = tool_port or LocalToolPort(tools, audit)

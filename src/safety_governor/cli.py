@@ -184,8 +184,7 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 def cmd_runbooks(args: argparse.Namespace) -> int:
     """Review learned runbook entries on the configured store."""
-    from .adapters.audit_jsonl import JsonlAudit
-    from .bootstrap import open_store
+    from .bootstrap import open_audit, open_store
     from .learning import approve_runbook, review_queue, revoke_runbook
 
     settings = _settings(args)
@@ -214,7 +213,7 @@ def cmd_runbooks(args: argparse.Namespace) -> int:
                 console.print(f"  {doc.get('title')}", highlight=False, markup=False)
                 console.print(f"  {doc.get('body')}", highlight=False, markup=False)
             return EXIT_OK
-        audit = JsonlAudit(settings.output_dir)
+        audit = open_audit(settings)
         if args.action == "approve":
             doc = approve_runbook(store, args.id, user, audit=audit)
         else:
@@ -402,6 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="embedded store file (default: output/governor.db)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_runbooks)
+    from .cli_ops import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

@@ -162,6 +162,8 @@ class Settings(BaseModel):
     # this many; telemetry older than the retention is pruned from the embedded store (0: never).
     agent_concurrency: int = Field(4, ge=1, le=64)
     log_retention_hours: float = Field(24.0, ge=0, le=24 * 365)
+    # Audit trail (issue 11): with a key the hash chain is HMAC-SHA256, which nobody without it can recompute.
+    audit_hmac_key: SecretStr | None = None
 
     @property
     def resolved_store_path(self) -> Path:
@@ -226,6 +228,7 @@ class Settings(BaseModel):
             "JIRA_RETRY_SECONDS": "jira_retry_seconds",
             "AGENT_CONCURRENCY": "agent_concurrency",
             "LOG_RETENTION_HOURS": "log_retention_hours",
+            "AUDIT_HMAC_KEY": "audit_hmac_key",
         }
         for var, field in simple.items():
             if env.get(var):

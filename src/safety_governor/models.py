@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from .redaction import redact_text
+
 Severity = Literal["low", "medium", "high", "critical"]
 Stance = Literal["support", "contradict", "neutral"]
 Decision = Literal["execute", "block_and_escalate"]
@@ -63,6 +65,13 @@ class Incident(_Model):
     @classmethod
     def _lower_severity(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("summary", "symptoms", "pattern")
+    @classmethod
+    def _redact_credentials(cls, value: str | None) -> str | None:
+        # An incident is free text from logs and people: a pasted token stops here, before the
+        # store, the ticket, the approval request or the audit trail sees it.
+        return redact_text(value) if value else value
 
 
 class PlanOutput(_Model):

@@ -40,6 +40,7 @@ from .models import (
 from .parsing import ReplyParseError, extract_json_object
 from .ports import AgentBackend, AuditSink, Executor, ScoreProvider, Store, ToolPort
 from .prompts import render
+from .redaction import redact_text
 from .verification import RecoveryWatch, VerificationResult
 
 PLAN_FIELDS = ("proposed_action", "rationale", "key_claims", "confidence_initial", "retrieved_context_ids")
@@ -301,7 +302,8 @@ class ReliabilityLayerAgent:
         except GovernorError as exc:
             return PhaseResult(error=f"{phase}: agent backend failed: {exc}")
         try:
-            output, raw = parse_agent_output(reply.text, contract)
+            # Untrusted text that the store, the tickets and the trail may keep: no credentials in it.
+            output, raw = parse_agent_output(redact_text(reply.text), contract)
         except ValueError as exc:
             return PhaseResult(error=f"{phase}: {exc}", tool_calls=len(reply.tool_calls), model=reply.model)
         return PhaseResult(output=output, fields=list(raw), tool_calls=len(reply.tool_calls), model=reply.model)

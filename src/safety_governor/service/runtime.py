@@ -25,6 +25,7 @@ from ..adapters.tickets_local import LocalTickets
 from ..approvals import ApprovalPolicy
 from ..bootstrap import (
     Governor,
+    audit_status,
     build,
     build_approval_channel,
     local_inbox,
@@ -134,6 +135,7 @@ class Runtime:
     world: TrafficSimulator | None
     audit_worker: AuditWorker
     started: float = field(default_factory=time.monotonic)
+    audit_status: tuple[bool, str] = (True, "not checked")
     _closables: list[Any] = field(default_factory=list)
 
     @classmethod
@@ -218,6 +220,7 @@ class Runtime:
         runtime = cls(settings=settings, options=options, bus=bus, governor=governor, store=store, tickets=tickets,
                       inbox=channel, board=board, counters=counters, pauser=pauser, stop_event=stop, context=ctx,
                       workers=workers, world=world, audit_worker=audit_worker, _closables=closables)
+        runtime.audit_status = audit_status(settings, governor.audit)
         runtime.post_status()
         return runtime
 
@@ -255,6 +258,7 @@ class Runtime:
             ("agent", f"{g.agent.name}/{g.agent.model}", True, f"tools via {getattr(g.tool_port, 'transport', '?')}"),
             ("approvals", channel, channel_ok, channel_detail),
             ("executor", g.executor.name, True, "→ simulated production" if self.world else ""),
+            ("audit", "jsonl", *self.audit_status),
         ]))
 
     def resume(self) -> list[WorkItem]:

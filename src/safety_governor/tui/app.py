@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from ..cli import EXIT_OK, report_failure
 from ..config import Settings
 from ..errors import ConfigError, GovernorError, InputError
+from ..redaction import RedactingFormatter
 from .controller import Controller
 from ..service.runtime import Options, Runtime
 from .state import Activity, DashboardState, KeyPressed, format_activity
@@ -136,7 +137,8 @@ def setup_logging(output_dir: Path) -> logging.Handler | None:
         handler: logging.Handler = logging.FileHandler(output_dir / "tui.log", encoding="utf-8")
     except OSError:
         return None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s %(message)s"))
+    # Credential-shaped text in any message or traceback is redacted before it reaches the file.
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(threadName)s %(name)s %(message)s"))
     logging.getLogger().addHandler(handler)
     logging.getLogger("safety_governor.tui").setLevel(logging.INFO)
     logging.captureWarnings(True)
