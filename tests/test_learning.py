@@ -192,7 +192,7 @@ def test_the_runbooks_cli_reviews_approves_and_revokes_on_the_configured_store(
     assert cli.main(["runbooks", "revoke", doc["id"], "--reason", "wrong", "--store", str(db)]) == 0
     assert "is now revoked" in capsys.readouterr().out
     trail = (tmp_path / "out" / "workflow_events.jsonl").read_text().splitlines()
-    assert [json.loads(line)["kind"] for line in trail] == ["runbook_approved", "runbook_revoked"]
+    assert [json.loads(line)["kind"] for line in trail] == ["audit_genesis", "runbook_approved", "runbook_revoked"]
 
     check = SQLiteStore(db)
     assert check.get("runbooks", doc["id"])["status"] == "revoked"
