@@ -128,8 +128,9 @@ def test_build_with_mcp_inprocess_writes_tool_trace_jsonl_and_closes_the_session
                                       summary="5xx spike after deploy"))
     port = governor.tool_port
     governor.close()
-    lines = (settings.output_dir / "tool_trace.jsonl").read_text().splitlines()
-    assert lines and all(json.loads(line)["transport"] == "mcp-inprocess" for line in lines)
+    genesis, *calls = [json.loads(line) for line in (settings.output_dir / "tool_trace.jsonl").read_text().splitlines()]
+    assert genesis["kind"] == "audit_genesis"
+    assert calls and all(call["transport"] == "mcp-inprocess" for call in calls)
     with pytest.raises(ToolCallError):
         port.call("search_runbooks", {"query": "latency", "service": "payments-api"})
 
