@@ -29,9 +29,19 @@ def written(tmp_path: Path, n: int = 6, **kwargs) -> Path:
     return tmp_path / "workflow_events.jsonl"
 
 
-def verify_cli(target: Path, capsys, env: dict[str, str] | None = None, monkeypatch=None) -> tuple[int, str]:
+def verify_cli(target: Path, capsys) -> tuple[int, str]:
     code = main(["audit", "verify", str(target)])
     return code, capsys.readouterr().out
+
+
+def tampered(path: Path, capsys, change) -> str:
+    """Apply ``change`` to the file's lines, verify, and return what verify printed (exit 1)."""
+    lines = path.read_text().splitlines(keepends=True)
+    change(lines)
+    path.write_text("".join(lines))
+    code, out = verify_cli(path.parent, capsys)
+    assert code == 1
+    return out
 
 
 def test_records_are_appended_one_json_line_each_after_a_genesis_naming_instance_and_config(tmp_path):
@@ -93,43 +103,36 @@ def test_verify_passes_on_an_intact_trail_with_one_line_per_file(tmp_path, capsy
 
 
 def test_verify_names_the_record_after_a_deleted_line(tmp_path, capsys):
-    path = written(tmp_path)
-    lines = path.read_text().splitlines(keepends=True)
-    del lines[3]  # seq 4
-    path.write_text("".join(lines))
-    code, out = verify_cli(tmp_path, capsys)
-    assert code == 1
+    out = tampered(written(tmp_path), capsys, lambda lines: lines.pop(3))  # seq 4
     assert "workflow_events.jsonl: BROKEN at line 4 (seq 5): seq 5 where 4 was expected" in out
 
 
 def test_verify_names_an_edited_field_even_when_seq_and_links_look_right(tmp_path, capsys):
-    path = written(tmp_path)
-    records = lines_of(path)
-    records[2]["decision"] = "block_and_escalate"  # seq 3 quietly rewritten
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    code, out = verify_cli(path, capsys)
-    assert code == 1
+    def edit(lines: list[str]) -> None:
+        record = json.loads(lines[2])
+        record["decision"] = "block_and_escalate"  # seq 3 quietly rewritten
+        lines[2] = json.dumps(record) + "\n"
+
+    out = tampered(written(tmp_path), capsys, edit)
     assert "BROKEN at line 3 (seq 3): hash" in out and "does not match the record's content" in out
 
 
 def test_an_edit_with_its_own_hash_recomputed_breaks_the_next_link(tmp_path, capsys):
-    path = written(tmp_path)
-    records = lines_of(path)
-    records[2]["decision"] = "block_and_escalate"
-    records[2]["hash"] = record_hash(records[2])
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    code, out = verify_cli(path, capsys)
-    assert code == 1
+    def edit_and_rehash(lines: list[str]) -> None:
+        record = json.loads(lines[2])
+        record["decision"] = "block_and_escalate"
+        record["hash"] = record_hash(record)
+        lines[2] = json.dumps(record) + "\n"
+
+    out = tampered(written(tmp_path), capsys, edit_and_rehash)
     assert "BROKEN at line 4 (seq 4): prev_hash" in out
 
 
 def test_verify_names_two_swapped_lines(tmp_path, capsys):
-    path = written(tmp_path)
-    lines = path.read_text().splitlines(keepends=True)
-    lines[4], lines[5] = lines[5], lines[4]
-    path.write_text("".join(lines))
-    code, out = verify_cli(tmp_path, capsys)
-    assert code == 1
+    def swap(lines: list[str]) -> None:
+        lines[4], lines[5] = lines[5], lines[4]
+
+    out = tampered(written(tmp_path), capsys, swap)
     assert "BROKEN at line 5 (seq 6): seq 6 where 5 was expected" in out
 
 
