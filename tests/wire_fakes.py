@@ -2,10 +2,14 @@
 
 ``RecordingServer`` answers every request with a handler ``(Recorded) -> Reply`` and records what
 it received. ``FakeElasticsearch`` is a small real implementation of the parts of the
-Elasticsearch REST API the store uses: documents are kept in memory (index, create, delete, get,
-mget, bulk, count, index creation), searches are answered by a scripted handler, and every reply
-carries ``X-Elastic-Product: Elasticsearch`` and the ``vnd.elasticsearch+json`` media type, as the
-official client requires.
+Elasticsearch REST API the store uses, built from the Elasticsearch reference and its
+``elasticsearch-specification`` (request and response shapes, error envelopes): documents are kept
+in memory (index, create, delete, get, mget, bulk, count, index creation, point in time), searches
+are evaluated over them (``es_fake_query``: the Query DSL subset, ``search_after``, and
+``index.max_result_window``) unless a test scripts the answer, and every reply carries
+``X-Elastic-Product: Elasticsearch`` and the ``vnd.elasticsearch+json`` media type, as the
+official client requires. A data stream takes only ``create`` writes, as the data stream docs say.
+``FakeKibana`` speaks Agent Builder's converse and conversation routes.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from es_fake_query import QueryError, RuntimeScript
+from es_fake_query import search as evaluate_search
 
 ES_HEADERS = {
     "X-Elastic-Product": "Elasticsearch",
@@ -135,13 +142,18 @@ class FakeElasticsearch(RecordingServer):
     """A small in-memory Elasticsearch (9.x wire format) for the store's requests.
 
     Args:
-        search: answers ``_search`` as ``(index, body) -> response dict`` (default: no hits).
+        search: answers ``_search`` as ``(index, body) -> response dict`` (default: evaluated over
+            the stored documents; ``from + size`` past 10,000 is refused either way).
         reject: ``(index, id, source) -> (type, reason) | (type, reason, status) | None`` fails single
             bulk items (status 400 unless given; a ``429`` with ``es_rejected_execution_exception`` is
             how Elasticsearch reports a full write queue for one item of a 200 bulk reply).
         version: the ``version`` object of ``GET /`` (Serverless sends ``build_flavor: serverless``).
         product_header: send ``X-Elastic-Product`` (the client refuses servers without it).
-        data_streams: names that are data streams (``GET /_data_stream/<name>``).
+        data_streams: names that are data streams (``GET /_data_stream/<name>``; bulk ``index``
+            into them is refused, only ``create`` is allowed).
+        mappings: index name -> mapping body, for indices the fake serves without a create
+            (e.g. Kibana's sample logs); field aliases in it are resolved in queries.
+        runtime_scripts: Painless source -> a Python stand-in ``(source, params) -> values``.
     """
 
     def __init__(
@@ -152,12 +164,17 @@ class FakeElasticsearch(RecordingServer):
         product_header: bool = True,
         version: dict[str, Any] | None = None,
         data_streams: tuple[str, ...] = (),
+        mappings: dict[str, dict[str, Any]] | None = None,
+        runtime_scripts: dict[str, RuntimeScript] | None = None,
     ) -> None:
         super().__init__(self._route)
         self.docs: dict[str, dict[str, dict[str, Any]]] = {}
         self.seq: dict[tuple[str, str], int] = {}
         self.created_indices: dict[str, dict[str, Any]] = {}
-        self.search_handler = search or (lambda index, body: empty_search())
+        self.search_handler = search or self._evaluate
+        self.mappings = dict(mappings or {})
+        self.runtime_scripts = dict(runtime_scripts or {})
+        self.pits: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}  # id -> (index, frozen docs)
         self.reject = reject
         self.product_header = product_header
         self.version = version or {"number": "9.2.0", "build_flavor": "default"}
@@ -194,6 +211,11 @@ class FakeElasticsearch(RecordingServer):
                              "tagline": "You Know, for Search"})
         if parts == ["_bulk"]:
             return self._bulk(req)
+        if parts == ["_pit"] and m == "DELETE":
+            freed = self.pits.pop(str((req.json() or {}).get("id")), None) is not None
+            return self._ok({"succeeded": True, "num_freed": int(freed)})
+        if parts == ["_search"]:
+            return self._search(None, req.json() or {})
         if parts[0] == "_data_stream" and len(parts) == 2:
             if parts[1] in self.data_streams:
                 return self._ok({"data_streams": [{"name": parts[1]}]})
@@ -211,9 +233,21 @@ class FakeElasticsearch(RecordingServer):
                 return self._ok({"acknowledged": True, "shards_acknowledged": True, "index": index})
         op = parts[1]
         if op == "_search":
-            return self._ok(self.search_handler(index, req.json() or {}))
+            return self._search(index, req.json() or {})
+        if op == "_pit" and m == "POST":
+            if "keep_alive" not in req.query:
+                return es_error(400, "action_request_validation_exception", "Validation Failed: 1: [keep_alive] is not specified;")
+            pit_id = f"pit-{len(self.pits) + 1}-{index}"
+            self.pits[pit_id] = (index, {k: dict(v) for k, v in self.docs.get(index, {}).items()})
+            return self._ok({"id": pit_id, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}})
         if op == "_count":
-            return self._ok({"count": len(self.docs.get(index, {})), "_shards": {"total": 1}})
+            query = (req.json() or {}).get("query")
+            try:
+                found = evaluate_search(self.docs.get(index, {}), {"query": query, "size": 0}, index=index,
+                                        mapping=self._mapping(index))
+            except QueryError as exc:
+                return es_error(400, exc.kind, exc.reason)
+            return self._ok({"count": found["hits"]["total"]["value"], "_shards": {"total": 1}})
         if op == "_mget":
             ids = (req.json() or {}).get("ids", [])
             docs = []
@@ -254,6 +288,40 @@ class FakeElasticsearch(RecordingServer):
                                  "_primary_term": 1})
         return es_error(400, "illegal_argument_exception", f"fake: unsupported {m} {req.path}")
 
+    def _mapping(self, index: str) -> dict[str, Any] | None:
+        return self.mappings.get(index) or self.created_indices.get(index)
+
+    def _evaluate(self, index: str, body: dict[str, Any]) -> dict[str, Any]:
+        return evaluate_search(self.docs.get(index, {}), body, index=index, mapping=self._mapping(index),
+                               runtime_scripts=self.runtime_scripts)
+
+    def _search(self, index: str | None, body: dict[str, Any]) -> Reply:
+        pit = body.get("pit")
+        if pit is not None and index is not None:
+            return es_error(400, "action_request_validation_exception",
+                            "Validation Failed: 1: [indices] cannot be used with point in time. Do not specify any "
+                            "index with point in time.;")
+        size, start = int(body.get("size", 10)), int(body.get("from", 0))
+        if start + size > 10_000:
+            return es_error(400, "illegal_argument_exception",
+                            f"Result window is too large, from + size must be less than or equal to: [10000] but was "
+                            f"[{start + size}]. See the scroll api for a more efficient way to request large data "
+                            "sets. This limit can be set by changing the [index.max_result_window] index level "
+                            "setting.")
+        try:
+            if pit is not None:
+                if pit.get("id") not in self.pits:
+                    return es_error(404, "search_context_missing_exception", "No search context found for id")
+                pit_index, frozen = self.pits[pit["id"]]
+                result = evaluate_search(frozen, body, index=pit_index, mapping=self._mapping(pit_index),
+                                         runtime_scripts=self.runtime_scripts)
+                return self._ok({**result, "pit_id": pit["id"]})
+            if index is None:
+                return es_error(400, "illegal_argument_exception", "fake: a search needs an index or a pit")
+            return self._ok(self.search_handler(index, body))
+        except QueryError as exc:
+            return es_error(400, exc.kind, exc.reason)
+
     def _bulk(self, req: Recorded) -> Reply:
         lines = req.ndjson()
         items = []
@@ -266,7 +334,12 @@ class FakeElasticsearch(RecordingServer):
             i += 2 if source is not None else 1
             exists = doc_id in self.docs.get(index, {})
             rejected = self.reject(index, doc_id, source or {}) if (self.reject and source is not None) else None
-            if rejected:
+            if action == "index" and index in self.data_streams:
+                errors = True
+                items.append({action: {"_index": index, "_id": doc_id, "status": 400, "error": {
+                    "type": "illegal_argument_exception",
+                    "reason": "only write ops with an op_type of create are allowed in data streams"}}})
+            elif rejected:
                 errors = True
                 status = int(rejected[2]) if len(rejected) > 2 else 400
                 items.append({action: {"_index": index, "_id": doc_id, "status": status,

@@ -75,7 +75,10 @@ if TYPE_CHECKING:
 MAPPINGS_DIR = PROJECT_ROOT / "mappings"
 BULK_CHUNK = 500
 SMALL_WRITE = 20  # documents; up to this many, a write forces a refresh instead of waiting for one
-MAX_RESULT_WINDOW = 10_000
+MAX_RESULT_WINDOW = 10_000  # index.max_result_window's default: from + size may not pass it
+SCAN_PAGE = 5_000
+POLICY_SCAN_LIMIT = 100_000  # hits per request when a read pages
+PIT_KEEP_ALIVE = "1m"  # how long a point in time lives between two pages
 
 # Fields searched per logical index: the same text the embedded store puts in its FTS column.
 TEXT_FIELDS: dict[str, list[str]] = {
@@ -479,15 +482,8 @@ class ElasticStore:
         clauses = self._filter_clauses(index, filters)
         if limit < 1:
             return []
-        with self._errors(f"find in {index}"):
-            resp = _body(self.client.search(
-                index=self.indices[index],
-                query={"bool": {"filter": clauses}},
-                size=min(int(limit), MAX_RESULT_WINDOW),
-                sort=[{"id": {"order": "asc", "unmapped_type": "keyword"}}],
-                track_total_hits=False,
-            ))
-        return [h.source for h in self._hits(resp)]
+        return self._scan(index, {"bool": {"filter": clauses}}, [{"id": {"order": "asc", "unmapped_type": "keyword"}}],
+                          int(limit), f"find in {index}")
 
     def events(
         self,
@@ -506,17 +502,52 @@ class ElasticStore:
         if kind is not None:
             kinds = [kind] if isinstance(kind, str) else list(kind)
             clauses.append({"terms": {"kind": kinds}} if kinds else {"match_none": {}})
+        sort = [{SEQ_FIELD: {"order": "asc", "unmapped_type": "long"}},
+                {"id": {"order": "asc", "unmapped_type": "keyword"}}]
+        found = self._scan(index, {"bool": {"filter": clauses}}, sort, int(limit), f"read {index}")
+        return [_without_seq(source) for source in found]
+
+    def _scan(
+        self, logical: str, query: dict[str, Any], sort: list[dict[str, Any]], limit: int, what: str
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` sources in ``sort`` order, however many that is.
+
+        One request answers most reads. ``from + size`` may not pass ``index.max_result_window``
+        (10,000), so when the first page comes back full the rest is read through a point in
+        time with ``search_after`` (the sort ends with a unique field, so pages neither skip nor
+        repeat), the way Elasticsearch's "Paginate search results" recommends; the point in time
+        is closed at the end."""
         if limit < 1:
             return []
-        with self._errors(f"read {index}"):
-            resp = _body(self.client.search(
-                index=self.indices[index], query={"bool": {"filter": clauses}},
-                size=min(int(limit), MAX_RESULT_WINDOW),
-                sort=[{SEQ_FIELD: {"order": "asc", "unmapped_type": "long"}},
-                      {"id": {"order": "asc", "unmapped_type": "keyword"}}],
-                track_total_hits=False,
-            ))
-        return [_without_seq(h.source) for h in self._hits(resp)]
+        page = min(limit, SCAN_PAGE)
+        with self._errors(what):
+            resp = _body(self.client.search(index=self.indices[logical], query=query, size=page, sort=sort,
+                                            track_total_hits=False))
+        hits = resp.get("hits", {}).get("hits", [])
+        out = [dict(h.get("_source") or {}) for h in hits]
+        if len(hits) < page or len(out) >= limit:
+            return out[:limit]
+        with self._errors(what):
+            pit = str(_body(self.client.open_point_in_time(index=self.indices[logical],
+                                                           keep_alive=PIT_KEEP_ALIVE))["id"])
+        try:
+            while len(out) < limit and hits:
+                size = min(SCAN_PAGE, limit - len(out))
+                with self._errors(what):
+                    resp = _body(self.client.search(
+                        pit={"id": pit, "keep_alive": PIT_KEEP_ALIVE}, query=query, size=size, sort=sort,
+                        search_after=hits[-1]["sort"], track_total_hits=False))
+                pit = str(resp.get("pit_id") or pit)
+                hits = resp.get("hits", {}).get("hits", [])
+                out.extend(dict(h.get("_source") or {}) for h in hits)
+                if len(hits) < size:
+                    break
+        finally:
+            try:
+                self.client.close_point_in_time(id=pit)
+            except (ApiError, TransportError):
+                pass  # it expires by itself after PIT_KEEP_ALIVE
+        return out[:limit]
 
     def count(self, index: str, filters: Mapping[str, FilterValue] | None = None) -> int:
         self._check_index(index)
@@ -537,14 +568,11 @@ class ElasticStore:
             {"term": {"blocked_actions": {"value": act, "case_insensitive": True}}},
             {"term": {"severities": {"value": sev, "case_insensitive": True}}},
         ]
-        with self._errors("check policy conflicts"):
-            resp = _body(self.client.search(
-                index=self.indices["policies"], query={"bool": {"filter": clauses}}, size=1000,
-                sort=[{"id": {"order": "asc", "unmapped_type": "keyword"}}], track_total_hits=False,
-            ))
+        found = self._scan("policies", {"bool": {"filter": clauses}}, [{"id": {"order": "asc", "unmapped_type": "keyword"}}],
+                           POLICY_SCAN_LIMIT, "check policy conflicts")
         conflicts = []
         # The query narrows; Python decides, with exactly the embedded store's rule.
-        for policy in (h.source for h in self._hits(resp)):
+        for policy in found:
             if str(policy.get("service", "")).strip().lower() not in (svc, "*"):
                 continue
             severities = {str(s).strip().lower() for s in policy.get("severities", [])}
