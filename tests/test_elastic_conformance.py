@@ -71,3 +71,32 @@ def test_a_self_managed_8x_cluster_is_still_refused_by_the_9x_client():
     with FakeElasticsearch(version={"number": "8.15.0", "build_flavor": "default"}) as es:
         ready = store_on(es).check()
     assert not ready.ok and "needs 9.x" in ready.reason
+
+
+def test_writes_wait_for_the_next_refresh_where_a_search_follows_and_never_force_one():
+    from safety_governor.models import Incident
+
+    with FakeElasticsearch(refresh_interval=0.05) as es:
+        store = store_on(es)
+        event_id = store.append_event("workflow_events", {"kind": "reply_received", "incident_id": "inc-1", "key": "k"})
+        assert [e["id"] for e in store.events("workflow_events", "inc-1")] == [event_id]  # the next read sees it
+        store.index_documents("runbooks", [{"id": "rb-1", "service": "a", "title": "pool", "body": "drain"}])
+        assert [d["id"] for d in store.find("runbooks", {"service": "a"})] == ["rb-1"]
+        assert store.claim_incident(Incident(id="inc-1", service="a", severity="low", summary="s"), "gov-a")
+        claims = [r for r in es.requests if "/incident_claims/_create/" in r.path]
+        writes = {r.text.splitlines()[0]: r.query.get("refresh") for r in es.matching("PUT", r"^/_bulk$")}
+    assert es.forced_refreshes == 0
+    assert [refresh for line, refresh in writes.items() if "incidents-demo" not in line] == ["wait_for", "wait_for"]
+    assert [refresh for line, refresh in writes.items() if "incidents-demo" in line] == ["false"]
+    assert [r.query.get("refresh") for r in claims] == ["false"]  # read back by id: GET is real-time
+
+
+def test_a_write_without_refresh_is_not_searchable_on_the_local_es_wire_fake_until_the_next_refresh():
+    with FakeElasticsearch(refresh_interval=3600) as es:
+        client = Elasticsearch(es.url, api_key=API_KEY, max_retries=0)
+        client.index(index="runbooks-demo", id="rb-1", document={"id": "rb-1"})
+        assert client.search(index="runbooks-demo")["hits"]["total"]["value"] == 0
+        assert client.get(index="runbooks-demo", id="rb-1")["found"]  # GET is real-time
+        client.index(index="runbooks-demo", id="rb-2", document={"id": "rb-2"}, refresh=True)
+        assert client.search(index="runbooks-demo")["hits"]["total"]["value"] == 2
+    assert es.forced_refreshes == 1

@@ -9,6 +9,11 @@ are evaluated over them (``es_fake_query``: the Query DSL subset, ``search_after
 ``index.max_result_window``) unless a test scripts the answer, and every reply carries
 ``X-Elastic-Product: Elasticsearch`` and the ``vnd.elasticsearch+json`` media type, as the
 official client requires. A data stream takes only ``create`` writes, as the data stream docs say.
+Search is near real-time, as in Elasticsearch ("Near real-time search", the ``refresh`` parameter
+of the document APIs): a write becomes searchable at the next refresh, which comes every
+``refresh_interval`` seconds, at once with ``refresh=true`` (counted in ``forced_refreshes``: on a
+cluster each is a new small segment), or before the reply with ``refresh=wait_for`` (the request
+waits for the next periodic refresh). GET and mget are real-time and see every write.
 ``FakeKibana`` speaks Agent Builder's converse and conversation routes.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,6 +160,8 @@ class FakeElasticsearch(RecordingServer):
         mappings: index name -> mapping body, for indices the fake serves without a create
             (e.g. Kibana's sample logs); field aliases in it are resolved in queries.
         runtime_scripts: Painless source -> a Python stand-in ``(source, params) -> values``.
+        refresh_interval: seconds between periodic refreshes (Elasticsearch's default is 1s; tests
+            use a short one).
     """
 
     def __init__(
@@ -166,8 +174,14 @@ class FakeElasticsearch(RecordingServer):
         data_streams: tuple[str, ...] = (),
         mappings: dict[str, dict[str, Any]] | None = None,
         runtime_scripts: dict[str, RuntimeScript] | None = None,
+        refresh_interval: float = 0.01,
     ) -> None:
         super().__init__(self._route)
+        self.refresh_interval = refresh_interval
+        self.forced_refreshes = 0
+        self.waited_refreshes = 0
+        self._clock_zero = self._last_refresh = time.monotonic()  # periodic refreshes fall on a fixed grid
+        self._unrefreshed: dict[str, dict[str, Any]] = {}  # index -> id -> searchable version (None: absent)
         self.docs: dict[str, dict[str, dict[str, Any]]] = {}
         self.seq: dict[tuple[str, str], int] = {}
         self.created_indices: dict[str, dict[str, Any]] = {}
@@ -189,7 +203,47 @@ class FakeElasticsearch(RecordingServer):
             headers.pop("X-Elastic-Product")
         return Reply(status, body, headers)
 
+    def _changing(self, index: str, doc_id: str) -> None:
+        """Keep the searchable version of a document until the next refresh."""
+        pending = self._unrefreshed.setdefault(index, {})
+        if doc_id not in pending:
+            pending[doc_id] = self.docs.get(index, {}).get(doc_id)
+
+    def _tick(self, at: float) -> int:
+        return int((at - self._clock_zero) // self.refresh_interval)
+
+    def _periodic_refresh(self) -> None:
+        if self._tick(time.monotonic()) > self._tick(self._last_refresh):
+            self._refresh_all()
+
+    def _searchable(self, index: str) -> dict[str, dict[str, Any]]:
+        self._periodic_refresh()
+        docs = dict(self.docs.get(index, {}))
+        for doc_id, before in self._unrefreshed.get(index, {}).items():
+            if before is None:
+                docs.pop(doc_id, None)
+            else:
+                docs[doc_id] = before
+        return docs
+
+    def _refresh_all(self) -> None:
+        self._unrefreshed.clear()
+        self._last_refresh = time.monotonic()
+
+    def _after_write(self, refresh: str | None, indices: set[str]) -> float:
+        """Apply a write's ``refresh`` parameter; returns how long a ``wait_for`` must wait."""
+        if refresh in ("", "true"):
+            self.forced_refreshes += 1
+            for index in indices:
+                self._unrefreshed.pop(index, None)
+        elif refresh == "wait_for":
+            self.waited_refreshes += 1
+            now = time.monotonic()
+            return max(0.0, self._clock_zero + (self._tick(now) + 1) * self.refresh_interval - now)
+        return 0.0
+
     def _put(self, index: str, doc_id: str, source: dict[str, Any]) -> int:
+        self._changing(index, doc_id)
         self._next_seq += 1
         self.docs.setdefault(index, {})[doc_id] = source
         self.seq[(index, doc_id)] = self._next_seq
@@ -201,7 +255,24 @@ class FakeElasticsearch(RecordingServer):
             if reply is not None:
                 return reply
         with self._store_lock:
-            return self._route_locked(req)
+            reply = self._route_locked(req)
+            wait = 0.0
+            if req.method in ("POST", "PUT", "DELETE") and 200 <= reply.status < 300 and not req.path.endswith(
+                    ("/_search", "/_count", "/_mget", "/_pit")):
+                wait = self._after_write(req.query.get("refresh"), self._written_indices(req))
+        if wait or req.query.get("refresh") == "wait_for":
+            time.sleep(wait)  # outside the lock: other requests go on meanwhile
+            with self._store_lock:
+                self._periodic_refresh()
+        return reply
+
+    @staticmethod
+    def _written_indices(req: Recorded) -> set[str]:
+        if req.path.rstrip("/") == "/_bulk":
+            return {next(iter(line.values()))["_index"] for line in req.ndjson()
+                    if isinstance(line, dict) and len(line) == 1 and isinstance(next(iter(line.values())), dict)
+                    and "_index" in next(iter(line.values()))}
+        return {req.path.strip("/").split("/")[0]}
 
     def _route_locked(self, req: Recorded) -> Reply:
         parts = [p for p in req.path.split("/") if p]
@@ -238,12 +309,12 @@ class FakeElasticsearch(RecordingServer):
             if "keep_alive" not in req.query:
                 return es_error(400, "action_request_validation_exception", "Validation Failed: 1: [keep_alive] is not specified;")
             pit_id = f"pit-{len(self.pits) + 1}-{index}"
-            self.pits[pit_id] = (index, {k: dict(v) for k, v in self.docs.get(index, {}).items()})
+            self.pits[pit_id] = (index, {k: dict(v) for k, v in self._searchable(index).items()})
             return self._ok({"id": pit_id, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}})
         if op == "_count":
             query = (req.json() or {}).get("query")
             try:
-                found = evaluate_search(self.docs.get(index, {}), {"query": query, "size": 0}, index=index,
+                found = evaluate_search(self._searchable(index), {"query": query, "size": 0}, index=index,
                                         mapping=self._mapping(index))
             except QueryError as exc:
                 return es_error(400, exc.kind, exc.reason)
@@ -280,6 +351,7 @@ class FakeElasticsearch(RecordingServer):
                 wanted = req.query.get("if_seq_no")
                 if wanted is not None and int(wanted) != self.seq[(index, doc_id)]:
                     return es_error(409, "version_conflict_engine_exception", "seq_no mismatch", index=index)
+                self._changing(index, doc_id)
                 del self.docs[index][doc_id]
                 return self._ok({"_index": index, "_id": doc_id, "result": "deleted"})
             if m in ("PUT", "POST"):
@@ -292,7 +364,7 @@ class FakeElasticsearch(RecordingServer):
         return self.mappings.get(index) or self.created_indices.get(index)
 
     def _evaluate(self, index: str, body: dict[str, Any]) -> dict[str, Any]:
-        return evaluate_search(self.docs.get(index, {}), body, index=index, mapping=self._mapping(index),
+        return evaluate_search(self._searchable(index), body, index=index, mapping=self._mapping(index),
                                runtime_scripts=self.runtime_scripts)
 
     def _search(self, index: str | None, body: dict[str, Any]) -> Reply:
@@ -351,6 +423,7 @@ class FakeElasticsearch(RecordingServer):
                                                  "reason": f"[{doc_id}]: version conflict, document already exists"}}})
             elif action == "delete":
                 if exists:
+                    self._changing(index, doc_id)
                     del self.docs[index][doc_id]
                 items.append({action: {"_index": index, "_id": doc_id, "status": 200 if exists else 404,
                                        "result": "deleted" if exists else "not_found"}})

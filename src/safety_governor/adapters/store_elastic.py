@@ -74,7 +74,6 @@ if TYPE_CHECKING:
 
 MAPPINGS_DIR = PROJECT_ROOT / "mappings"
 BULK_CHUNK = 500
-SMALL_WRITE = 20  # documents; up to this many, a write forces a refresh instead of waiting for one
 MAX_RESULT_WINDOW = 10_000  # index.max_result_window's default: from + size may not pass it
 SCAN_PAGE = 5_000
 POLICY_SCAN_LIMIT = 100_000  # hits per request when a read pages
@@ -180,10 +179,10 @@ class ElasticStore:
         indices: physical index name per logical index; missing ones use ``ELASTIC_INDEXES``.
         semantic_field: a ``semantic_text`` field; when set, ``search`` fuses BM25 and semantic
             retrieval with RRF (and falls back to BM25 if the cluster refuses it).
-        refresh: the ``refresh`` parameter of writes, so a write is visible to the next search
-            as in the embedded store. ``None`` (the default): ``"true"`` for small writes (up to
-            ``SMALL_WRITE`` documents: events, claims, one runbook; no wait), ``"wait_for"`` for
-            bulk loads (no forced refresh per chunk).
+        refresh: the ``refresh`` parameter of every write. ``None`` (the default): ``"wait_for"``
+            where the next search must see the write, as in the embedded store (events,
+            documents, undo), none for claims (read back by id, which is real-time), and never a
+            forced ``"true"`` (``bench/bench_elastic_refresh.py`` measures the difference).
         location: where the cluster is, for messages (never with credentials).
         bulk_retries: how often bulk items refused with 429 are sent again before the write is
             undone; the wait doubles from ``bulk_backoff`` up to ``bulk_backoff_cap`` seconds.
@@ -344,10 +343,13 @@ class ElasticStore:
             clauses.append(terms[0] if len(terms) == 1 else {"bool": {"should": terms, "minimum_should_match": 1}})
         return clauses
 
-    def _refresh(self, size: int) -> str | bool:
+    def _refresh(self, searched_next: bool = True) -> str | bool:
+        """``wait_for`` for a write the next search must see (events, documents, undo), nothing
+        for one only read back by id (claims: GET is real-time); never a forced refresh, which
+        would make a new small segment per write."""
         if self.refresh is not None:
             return self.refresh
-        return "true" if size <= SMALL_WRITE else "wait_for"
+        return "wait_for" if searched_next else False
 
     def _frames(self) -> list[_Frame]:
         frames = getattr(self._local, "frames", None)
@@ -383,7 +385,7 @@ class ElasticStore:
             try:
                 self.client.delete(
                     index=self.indices["incident_claims"], id=incident_id, if_seq_no=seq_no,
-                    if_primary_term=primary_term, refresh=self._refresh(1),
+                    if_primary_term=primary_term, refresh=self._refresh(searched_next=False),
                 )
             except (ApiError, TransportError):
                 pass  # releasing is best effort; the original error is what matters
@@ -693,13 +695,13 @@ class ElasticStore:
         self._submit([_Op("create", index, event_id, stored)])
         return event_id
 
-    def _submit(self, ops: list[_Op]) -> None:
-        undo = self._write(ops)
+    def _submit(self, ops: list[_Op], *, searched_next: bool = True) -> None:
+        undo = self._write(ops, searched_next=searched_next)
         frames = self._frames()
         if frames:
             frames[-1].undo.extend(undo)
 
-    def _write(self, ops: list[_Op]) -> list[_Undo]:
+    def _write(self, ops: list[_Op], *, searched_next: bool = True) -> list[_Undo]:
         """Send ``ops`` as bulk requests; all land or, by compensation, none does. Returns how to
         undo them (for ``atomic``)."""
         if not ops:
@@ -719,7 +721,7 @@ class ElasticStore:
         try:
             for start in range(0, len(ordered), BULK_CHUNK):
                 chunk = ordered[start : start + BULK_CHUNK]
-                for op, status, error in self._bulk_with_retries(chunk, self._refresh(len(ordered))):
+                for op, status, error in self._bulk_with_retries(chunk, self._refresh(searched_next)):
                     if 200 <= status < 300 or (status == 409 and self._same_event(op)):
                         landed.append((op.index, op.doc_id, prior.get((op.index, op.doc_id))))
                         continue
@@ -789,7 +791,7 @@ class ElasticStore:
                 operations.append({"index": meta})
                 operations.append(previous)
         try:
-            resp = _body(self.client.bulk(operations=operations, refresh=self._refresh(len(entries))))
+            resp = _body(self.client.bulk(operations=operations, refresh=self._refresh()))
         except (ApiError, TransportError):
             return False
         return not resp.get("errors", False) or all(
@@ -802,7 +804,8 @@ class ElasticStore:
         index = self.indices["incident_claims"]
         with self._errors(f"claim incident {incident.id}"):
             try:
-                resp = _body(self.client.create(index=index, id=incident.id, document=claim, refresh=self._refresh(1)))
+                resp = _body(self.client.create(index=index, id=incident.id, document=claim,
+                                                   refresh=self._refresh(searched_next=False)))
             except ConflictError:
                 # Someone holds it, unless the holder is this very call (a retried request).
                 held = _body(self.client.options(ignore_status=404).get(index=index, id=incident.id))
@@ -813,7 +816,9 @@ class ElasticStore:
         # The claim and the incident record stand or fall together (as in one SQLite transaction).
         with self.atomic():
             self._frames()[-1].claims.append(handle)
-            self.index_documents("incidents", [incident.model_dump(mode="json", exclude_none=True)])
+            # Nothing searches the incident record right after its claim: no refresh wait.
+            doc = json.loads(json.dumps(incident.model_dump(mode="json", exclude_none=True), default=str))
+            self._submit([_Op("index", "incidents", incident.id, doc)], searched_next=False)
         return True
 
     # --- lifecycle and setup ---------------------------------------------------------------
