@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test replay eval contracts bench bench-mcp bench-tui seed clean
+.PHONY: demo test replay eval contracts bench bench-mcp bench-parsing bench-tui seed clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-eval.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11+ is required (none found on PATH)"; exit 2; }
@@ -37,6 +37,9 @@ bench: $(STAMP)
 
 bench-mcp: $(STAMP)
 	$(PY) bench/bench_mcp.py
+
+bench-parsing: $(STAMP)
+	$(PY) bench/bench_parsing.py
 
 bench-tui: $(STAMP)
 	$(PY) bench/bench_tui.py

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from safety_governor.adapters.audit_jsonl import MemoryAudit
 from safety_governor.approvals import ApprovalPolicy, ApprovalSession, parse_command
+from safety_governor.config import Settings
+from safety_governor.replay import replay
 
 POLICY = ApprovalPolicy.of(["alice", "bob"], ["bob"])
 
@@ -90,3 +95,25 @@ def test_hold_after_approval_is_too_late():
     s.apply("alice", "APPROVE")
     assert s.apply("alice", "HOLD").outcome == "ignored"
     assert s.may_execute
+
+
+def test_a_forbidden_action_refuses_approve_and_force_override_from_anyone_and_reject_still_closes():
+    policy = ApprovalPolicy.of(["alice"], ["alice"])
+    session = ApprovalSession(incident_id="inc-f", decision="block_and_escalate", approval_required="forbidden",
+                              policy=policy)
+    approve = session.apply("alice", "APPROVE")
+    override = session.apply("alice", "FORCE_OVERRIDE the table is unused since 2024, DBA agrees")
+    assert (approve.outcome, override.outcome) == ("refused", "refused")
+    assert "by hand, outside the governor" in approve.reason
+    assert not session.may_execute and session.authorised_by is None
+    assert session.apply("alice", "REJECT").outcome == "accepted" and session.state == "rejected"
+
+
+def test_forbidden_refusals_land_in_the_audit_trail(tmp_path):
+    audit = MemoryAudit()
+    scenario = Path(__file__).resolve().parents[1] / "scenarios" / "31_forbidden_drop_tables_runbook_no_policy.json"
+    (result,), _ = replay([scenario], Settings(output_dir=tmp_path), audit=audit)
+    assert not result.executed and result.approval_required == "forbidden"
+    refused = [e for e in audit.records["workflow_events"] if e["kind"] == "approval_refused"]
+    assert [e["command"] for e in refused] == ["APPROVE", "FORCE_OVERRIDE"]
+    assert not [e for e in audit.records["workflow_events"] if e["kind"].startswith("execution")]

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from safety_governor.catalogue import ActionCatalogue, CatalogueAction
+from safety_governor.catalogue import ActionCatalogue, CatalogueAction, prepare_action
 from safety_governor.config import DEFAULT_DATA_DIR
-from safety_governor.errors import InputError
+from safety_governor.errors import ExecutionRefused, InputError
+from safety_governor.models import GateOutput, Incident, PlanOutput
 
 ACTIONS = DEFAULT_DATA_DIR / "actions.json"
 
@@ -100,7 +101,56 @@ def test_applies_to_respects_service_lists_and_the_wildcard(catalogue):
     assert not catalogue.applies_to("reboot_the_internet", "payments-api")
 
 
-def test_the_wired_governor_hands_the_catalogue_ids_to_the_gate(governor):
-    assert set(governor.actions.ids()) == governor.pipeline.grounder.catalogue
-    assert governor.pipeline.grounder.action_known("compact_ledger_segments") is False
-    assert governor.pipeline.grounder.action_known("Restart_Nginx") is True
+def test_the_gate_reads_the_executors_catalogue_entry_for_the_incidents_service(governor):
+    assert governor.pipeline.catalogue() is governor.executor.catalogue
+    downloads = Incident(id="inc-c", service="elastic-downloads", severity="high", summary="503s")
+    payments = downloads.model_copy(update={"service": "payments-api"})
+    plan = PlanOutput(proposed_action="Restart_Nginx", confidence_initial=8)
+    known = governor.pipeline.gate_facts(downloads, plan).action
+    assert known is not None and known.catalogued and known.automation == "approval" and not known.reversible
+    elsewhere = governor.pipeline.gate_facts(payments, plan).action
+    assert elsewhere is not None and not elsewhere.catalogued and elsewhere.services == ["elastic-downloads"]
+    missing = governor.pipeline.gate_facts(downloads, plan.model_copy(update={"proposed_action": "compact_x"}))
+    assert missing.action is not None and not missing.action.catalogued and missing.action.services == []
+    assert missing.knowledge.available
+
+
+def test_every_entry_sets_automation_deliberately_and_the_never_three_are_never(catalogue):
+    raw = json.loads(ACTIONS.read_text(encoding="utf-8"))["actions"]
+    assert all("automation" in entry for entry in raw)
+    never = {a.id for a in catalogue if a.automation == "never"}
+    assert never == {"drop_database_tables", "delete_index", "disable_authentication"}
+    for action in catalogue:
+        if action.automation == "auto":
+            assert action.reversible and action.risk != "high", action.id
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ({"id": "drop_database_tables", "risk": "high", "reversible": False}, "never"),
+    ({"id": "Delete_Index", "risk": "low", "reversible": True}, "never"),
+    ({"id": "x_restart", "risk": "high", "reversible": True}, "approval"),
+    ({"id": "x_purge", "risk": "low", "reversible": False}, "approval"),
+    ({"id": "x_scale", "risk": "medium", "reversible": True}, "auto"),
+])
+def test_automation_defaults_when_an_entry_leaves_it_out(entry, expected):
+    action = CatalogueAction.model_validate({**entry, "description": "d", "services": ["*"]})
+    assert action.automation == expected
+
+
+def test_the_executor_refuses_a_never_action_whoever_authorised_it(catalogue):
+    incident = Incident(id="inc-n", service="reporting-db", severity="low", summary="disk full")
+    gate = GateOutput(incident_id="inc-n", decision="block_and_escalate", approval_required="forbidden",
+                      proposed_action="drop_database_tables", confidence_initial=9, confidence_final=9,
+                      confidence_delta=0, contradiction_count=0, evidence_coverage=1.0,
+                      context_mode="full_context", decision_id="dec-n", config_hash="h")
+    with pytest.raises(ExecutionRefused, match="never run by the governor"):
+        prepare_action(catalogue, incident, gate, parameters={"tables": "t"}, authorised_by="oncall")
+
+
+def test_an_empty_or_missing_catalogue_is_an_error_naming_the_file_and_key(tmp_path):
+    empty = tmp_path / "actions.json"
+    empty.write_text('{"actions": []}', encoding="utf-8")
+    with pytest.raises(InputError, match=r"actions.json: key 'actions' is empty"):
+        ActionCatalogue.load(empty)
+    with pytest.raises(InputError, match="nope.json: file not found"):
+        ActionCatalogue.load(tmp_path / "nope.json")

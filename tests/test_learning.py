@@ -11,7 +11,6 @@ import pytest
 from safety_governor import cli
 from safety_governor.adapters.store_sqlite import SQLiteStore
 from safety_governor.approvals import ApprovalPolicy
-from safety_governor.config import load_gate_policy
 from safety_governor.errors import InputError
 from safety_governor.knowledge import seed_store
 from safety_governor.learning import (
@@ -22,8 +21,7 @@ from safety_governor.learning import (
     review_queue,
     revoke_runbook,
 )
-from safety_governor.models import ExecutionRecord, GateOutput, Incident
-from safety_governor.pipeline import Grounder
+from safety_governor.models import ExecutionRecord, GateOutput, Incident, PlanOutput
 from safety_governor.verification import VerificationResult
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -111,20 +109,19 @@ def test_the_learning_quarantine_end_to_end(governor, knowledge, store, audit):
         ("runbook_learned", None), ("runbook_approved", "oncall"), ("runbook_revoked", "oncall")]
 
 
-def test_an_approved_learned_entry_does_not_make_its_action_known_for_its_own_incident():
-    store = SQLiteStore(":memory:")
+def test_an_approved_learned_entry_never_makes_an_uncatalogued_action_executable(governor, store):
     incident = Incident(id="inc-ledger", service="ledger-api", severity="medium", summary="segment bloat")
     doc = learn_runbook(store, incident, *_records(incident, "compact_ledger_segments"))
-    grounder = Grounder(store, load_gate_policy(), catalogue=())
-    assert not grounder.action_known("compact_ledger_segments", "inc-other")  # pending: not known at all
     approve_runbook(store, doc["id"], "oncall")
-    assert grounder.action_known("compact_ledger_segments", "inc-other")
-    assert not grounder.action_known("compact_ledger_segments", "inc-ledger")
     assert "compact_ledger_segments" in store.known_actions()
+    # Only the catalogue makes an action known (for the incident's service): a runbook, learned or
+    # not, cannot, because the executor would refuse it.
+    other = incident.model_copy(update={"id": "inc-other"})
+    plan = PlanOutput(proposed_action="compact_ledger_segments", confidence_initial=8)
+    facts = governor.pipeline.gate_facts(other, plan)
+    assert facts.action is not None and not facts.action.catalogued
     revoke_runbook(store, doc["id"], "oncall")
     assert "compact_ledger_segments" not in store.known_actions()
-    store.close()
-
 
 def test_nothing_is_learned_from_an_unverified_or_mismatched_resolution():
     store = SQLiteStore(":memory:")

@@ -313,8 +313,11 @@ class _BrokenStore(SQLiteStore):
     ],
     ids=["store-unavailable", "unexpected-bug"],
 )
-async def test_store_failures_reach_the_client_without_paths_or_secrets(failure, expected, tmp_path):
+async def test_store_failures_reach_the_client_without_paths_or_secrets(failure, expected, tmp_path, knowledge):
+    from safety_governor.knowledge import seed_store
+
     store = _BrokenStore(failure)
+    seed_store(store, {**knowledge, "logs": []}, source="test")  # knowledge present: the search itself fails
     governor = build(Settings(output_dir=tmp_path), store=store, audit=MemoryAudit())
     async with Client(build_server(governor)) as c:
         text = error_text(await c.call_tool("search_evidence", {"query": "latency", "service": "payments-api"}))

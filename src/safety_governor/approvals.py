@@ -50,6 +50,12 @@ class ApprovalPolicy:
         return user in self.overriders
 
 
+FORBIDDEN_TEXT = (
+    "refused: the action catalogue marks this action 'never'; the governor does not run it whatever "
+    "anyone replies. If it must happen, do it by hand, outside the governor."
+)
+
+
 def refusal_explanation(incident_id: str, severity: str, confidence: float, threshold: float) -> str:
     """The deterministic explanation of a refused APPROVE (the fallback when no agent writes one)."""
     if severity == "critical":
@@ -111,6 +117,8 @@ class ApprovalSession:
             return "unauthorized", f"{user} is not a configured approver"
         if self.state == "rejected":
             return "ignored", "incident already rejected; nothing will execute"
+        if self.approval_required == "forbidden" and command in ("APPROVE", "FORCE_OVERRIDE"):
+            return "refused", FORBIDDEN_TEXT
         if self.state in ("approved", "overridden") and command in ("APPROVE", "FORCE_OVERRIDE"):
             return "ignored", f"already {self.state}"
         if command == "REJECT":

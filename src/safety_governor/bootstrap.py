@@ -9,6 +9,7 @@ adapters by keyword.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from .adapters.audit_jsonl import JsonlAudit
@@ -20,8 +21,9 @@ from .agents.offline import OfflineAgent
 from .approvals import ApprovalPolicy
 from .catalogue import ActionCatalogue
 from .config import GatePolicy, Settings, load_gate_policy
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .governor import Governor
+from .knowledge import CORE_INDICES, LoadReport, load_knowledge_file, seed_store
 from .pipeline import ReliabilityLayerAgent
 from .ports import (
     AgentBackend,
@@ -66,6 +68,16 @@ def audit_status(settings: Settings, audit: AuditSink) -> tuple[bool, str]:
     from .audit_chain import status_line
 
     return status_line(settings.output_dir, audit_key(settings), getattr(audit, "warnings", ()))
+
+
+def seed_if_empty(store: Store, settings: Settings) -> LoadReport | None:
+    """Seed an empty embedded store from ``data/`` (the knowledge indices, as the dashboard does;
+    no logs or incidents). Returns the load report, or ``None`` when the store already holds
+    knowledge or is not the embedded one (Elasticsearch is loaded with ``load-data``)."""
+    if not isinstance(store, SQLiteStore) or any(store.count(index) for index in CORE_INDICES):
+        return None
+    knowledge = load_knowledge_file(settings.data_dir / "sample_data.json")
+    return seed_store(store, {**knowledge, "logs": [], "incidents": []}, source=str(settings.data_dir))
 
 
 def build_scores(settings: Settings) -> ScoreProvider:
@@ -216,16 +228,23 @@ def build(
     scores: ScoreProvider | None = None,
     tool_port: ToolPort | None = None,
     policy: GatePolicy | None = None,
+    actions: ActionCatalogue | None = None,
     tool_transport: str = "local",
 ) -> Governor:
     """Wire the application. ``tool_transport`` picks how the agents reach the tools when no
     ``tool_port`` is given: ``local`` (direct calls) or ``mcp-inprocess`` (an MCP client session
-    on an in-process MCP server over this governor, the same surface external agents use)."""
+    on an in-process MCP server over this governor, the same surface external agents use).
+    ``actions`` replaces ``data/actions.json`` (a replay merges scenario entries into it); a
+    missing or empty ``actions.json`` is an error naming the file."""
     if tool_transport not in TOOL_TRANSPORTS:
         raise ConfigError(f"tool transport {tool_transport!r} is not one of {', '.join(TOOL_TRANSPORTS)}")
     settings = settings or Settings.from_env()
     policy = policy or load_gate_policy(settings.gate_policy_path)
-    actions = ActionCatalogue.load(settings.data_dir / "actions.json", missing_ok=True)
+    if actions is None:
+        try:
+            actions = ActionCatalogue.load(settings.data_dir / "actions.json")
+        except InputError as exc:
+            raise ConfigError(str(exc)) from exc
     owned: list[Any] = []
     if store is None:
         store = open_store(settings)
@@ -282,6 +301,11 @@ def build_mcp_server(settings: Settings | None = None, *, token: str | None = No
     settings = settings or Settings.from_env()
     governor = build(settings, agent=OfflineAgent(model=settings.agent_model))
     try:
+        seeded = seed_if_empty(governor.store, settings)
+        if seeded is not None:  # stdout may carry MCP messages: say it on stderr
+            counts = ", ".join(f"{n} {index}" for index, n in seeded.counts.items() if n)
+            print(f"safety-governor MCP: the embedded store {settings.resolved_store_path} was empty; "
+                  f"seeded it from {seeded.source} ({counts})", file=sys.stderr)
         return build_server(governor, owns_governor=True, token=token, public_url=public_url)
     except BaseException:
         governor.close()

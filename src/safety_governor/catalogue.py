@@ -1,9 +1,11 @@
 """The action catalogue (``data/actions.json``): every remediation the governor may run.
 
 Each action has a description, the services it applies to (``["*"]`` means any), typed
-parameters, whether it is reversible and its rollback action, and a risk level. The gate's
-``unknown_action`` rule reads the catalogue's ids together with the approved runbooks; the
-executors refuse anything outside it and validate parameters against it.
+parameters, whether it is reversible and its rollback action, a risk level and an automation
+level (``auto``: the gate may execute it; ``approval``: a human must approve it; ``never``: the
+governor never runs it). ``lookup`` is the one way to read an action for a service: the executors
+refuse through it (``prepare_action``) and the pipeline builds the gate's ``ActionFacts`` from it,
+so a gate ``execute`` is always an action the executor accepts.
 
 Pure logic plus one file read; a bad catalogue stops the load with a message naming the file,
 the position and the field.
@@ -27,10 +29,21 @@ from pydantic import (
 from .config import describe_validation_error
 from .errors import ExecutionRefused, InputError
 from .knowledge import read_json
-from .models import GateOutput, Incident, NonEmptyStr, normalise_action
+from .models import ActionFacts, Automation, GateOutput, Incident, NonEmptyStr, Risk, normalise_action
 
 ParamType = Literal["string", "integer", "number", "boolean"]
-Risk = Literal["low", "medium", "high"]
+# Never automated, whatever the file says is absent: they destroy data or open the front door.
+NEVER_AUTOMATED = frozenset({"drop_database_tables", "delete_index", "disable_authentication"})
+
+
+def default_automation(action_id: str, risk: str, reversible: bool) -> Automation:
+    """``never`` for the three destructive actions, ``approval`` for high risk or irreversible,
+    else ``auto``: what an entry without ``automation`` gets."""
+    if normalise_action(action_id) in NEVER_AUTOMATED:
+        return "never"
+    if risk == "high" or not reversible:
+        return "approval"
+    return "auto"
 
 
 def value_has_type(value: Any, kind: str) -> bool:
@@ -82,6 +95,16 @@ class CatalogueAction(BaseModel):
     reversible: bool
     rollback_action: str | None = None
     risk: Risk
+    automation: Automation
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_automation(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("automation") is None:
+            ident, risk, reversible = data.get("id"), data.get("risk"), data.get("reversible")
+            if isinstance(ident, str) and isinstance(risk, str) and isinstance(reversible, bool):
+                return {**data, "automation": default_automation(ident, risk, reversible)}
+        return data
 
     @field_validator("id", mode="after")
     @classmethod
@@ -113,6 +136,31 @@ def render_action(
     return f"{action.id}({args}) on {service}"
 
 
+def parse_entries(raw: Any, origin: str) -> list[CatalogueAction]:
+    """The entries of ``{"actions": [...]}``, each validated (ids unique; rollback actions are
+    checked by ``ActionCatalogue`` once every entry is known)."""
+    actions = raw.get("actions") if isinstance(raw, Mapping) else None
+    if not isinstance(actions, list):
+        raise InputError(f"{origin}: expected an object with an 'actions' list")
+    parsed: list[CatalogueAction] = []
+    seen: set[str] = set()
+    for position, item in enumerate(actions):
+        where = f"{origin}: actions[{position}]"
+        if not isinstance(item, Mapping):
+            raise InputError(f"{where}: expected an object")
+        if isinstance(item.get("id"), str) and item["id"].strip():
+            where += f" (id {item['id'].strip()})"
+        try:
+            action = CatalogueAction.model_validate(item)
+        except ValidationError as exc:
+            raise InputError(f"{where}: {describe_validation_error(exc)}") from exc
+        if action.id in seen:
+            raise InputError(f"{where}: field 'id': duplicate action id {action.id}")
+        seen.add(action.id)
+        parsed.append(action)
+    return parsed
+
+
 class ActionCatalogue:
     """The loaded catalogue, keyed by lower-cased action id.
 
@@ -138,35 +186,27 @@ class ActionCatalogue:
     @classmethod
     def from_data(cls, raw: Any, origin: str) -> ActionCatalogue:
         """Validate ``{"actions": [...]}``; errors name ``origin``, the position and the field."""
-        actions = raw.get("actions") if isinstance(raw, Mapping) else None
-        if not isinstance(actions, list):
-            raise InputError(f"{origin}: expected an object with an 'actions' list")
-        parsed: list[CatalogueAction] = []
-        seen: set[str] = set()
-        for position, item in enumerate(actions):
-            where = f"{origin}: actions[{position}]"
-            if not isinstance(item, Mapping):
-                raise InputError(f"{where}: expected an object")
-            if isinstance(item.get("id"), str) and item["id"].strip():
-                where += f" (id {item['id'].strip()})"
-            try:
-                action = CatalogueAction.model_validate(item)
-            except ValidationError as exc:
-                raise InputError(f"{where}: {describe_validation_error(exc)}") from exc
-            if action.id in seen:
-                raise InputError(f"{where}: field 'id': duplicate action id {action.id}")
-            seen.add(action.id)
-            parsed.append(action)
-        return cls(parsed, source=origin)
+        return cls(parse_entries(raw, origin), source=origin)
 
     @classmethod
     def load(cls, path: Path, *, missing_ok: bool = False) -> ActionCatalogue:
-        """Load ``data/actions.json``. A missing file is an error unless ``missing_ok``
-        (then the catalogue is empty and every executor refuses every action)."""
+        """Load ``data/actions.json``. A missing file or an empty ``actions`` list is an error
+        naming the file (and the key) unless ``missing_ok`` (tests: then the catalogue may be
+        empty, every executor refuses every action and the gate blocks on
+        ``knowledge_unavailable``)."""
 
         if missing_ok and not Path(path).exists():
             return cls([], source=str(path))
-        return cls.from_data(read_json(Path(path)), str(path))
+        catalogue = cls.from_data(read_json(Path(path)), str(path))
+        if not missing_ok and not len(catalogue):
+            raise InputError(f"{path}: key 'actions' is empty; the governor needs a catalogue to execute anything")
+        return catalogue
+
+    def merged(self, extra: Iterable[CatalogueAction], source: str) -> ActionCatalogue:
+        """This catalogue with ``extra`` entries added, replacing same ids (scenario knowledge)."""
+        by_id = {a.id: a for a in self}
+        by_id.update({a.id: a for a in extra})
+        return ActionCatalogue(by_id.values(), source=source)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -189,9 +229,28 @@ class ActionCatalogue:
 
     def applies_to(self, action_id: str, service: str) -> bool:
         """True when the action is catalogued and may run on ``service``."""
-        action = self.get(action_id)
-        return action is not None and action.applies_to(service)
+        return self.lookup(action_id, service)[0] is not None
 
+    def lookup(self, action_id: str, service: str) -> tuple[CatalogueAction | None, str]:
+        """The entry of ``action_id`` for ``service`` (catalogued for it or for ``*``), or
+        ``(None, why not)``. The executors and the gate's facts read actions only through this."""
+        action = self.get(action_id)
+        if action is None:
+            return None, f"action '{action_id}' is not in the action catalogue"
+        if not action.applies_to(service):
+            return None, (f"action {action.id} does not apply to service {service} "
+                          f"(catalogued for {', '.join(action.services)})")
+        return action, ""
+
+    def facts(self, action_id: str, service: str) -> ActionFacts:
+        """What the gate reads about ``action_id`` on ``service`` (see ``lookup``)."""
+        action, _ = self.lookup(action_id, service)
+        if action is None:
+            other = self.get(action_id)
+            return ActionFacts(action=normalise_action(action_id), catalogued=False,
+                               services=list(other.services) if other else [])
+        return ActionFacts(action=action.id, catalogued=True, services=list(action.services),
+                           automation=action.automation, risk=action.risk, reversible=action.reversible)
 
     def validate_parameters(
         self,
@@ -301,14 +360,12 @@ def prepare_action(
         raise ExecutionRefused(f"{incident.id}: the decision {gate.decision_id} is for {gate.incident_id}")
     if authorised_by is not None and gate.decision != "execute" and authorised_by.strip() in ("", "gate"):
         raise ExecutionRefused(f"{incident.id}: the gate blocked this action and no human authorised it")
-    action = catalogue.get(action_id)
+    action, why_not = catalogue.lookup(action_id, incident.service)
     if action is None:
-        raise ExecutionRefused(f"{incident.id}: action '{action_id}' is not in the action catalogue")
-    if not action.applies_to(incident.service):
-        raise ExecutionRefused(
-            f"{incident.id}: action {action.id} does not apply to service {incident.service} "
-            f"(catalogued for {', '.join(action.services)})"
-        )
+        raise ExecutionRefused(f"{incident.id}: {why_not}")
+    if action.automation == "never":
+        raise ExecutionRefused(f"{incident.id}: action {action.id} is never run by the governor "
+                               "(catalogue automation 'never'); do it by hand, outside the governor")
     context = {"service": incident.service}
     missing = catalogue.missing_parameters(action.id, parameters, context=context) if allow_missing else []
     try:

@@ -51,6 +51,10 @@ class GatePolicy(BaseModel):
     u_curve_full_context_threshold: float = Field(0.4, ge=0, le=1)
     full_context_severities: tuple[str, ...] = ("high", "critical")
     evidence_top_k: int = Field(3, ge=1, le=50)
+    # Below this final confidence the gate does not execute on its own (rule low_confidence).
+    execute_confidence_floor: float = Field(5.0, ge=0, le=10)
+    # A human reply answers one decision for this long; then the wait closes as expired.
+    approval_ttl_seconds: int = Field(1800, ge=1)
 
     @cached_property
     def config_hash(self) -> str:
@@ -66,6 +70,12 @@ def load_gate_policy(path: Path | None = None) -> GatePolicy:
         raise ConfigError(f"{path}: gate policy file not found") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a JSON object of gate thresholds")
+    # Every threshold is written down: a key left out would silently take a code default.
+    missing = [key for key in GatePolicy.model_fields if key not in raw]
+    if missing:
+        raise ConfigError(f"{path}: missing key(s) {', '.join(repr(k) for k in missing)}")
     try:
         return GatePolicy.model_validate(raw)
     except ValidationError as exc:

@@ -1,9 +1,11 @@
-"""The deterministic gate: a pure function of (plan, stress, compress, incident, policy).
+"""The deterministic gate: a pure function of (plan, stress, compress, incident, policy, facts).
 
-Every rule is a small function returning a reason with its rule id, or ``None``. All rules run;
-none short-circuits another, so the decision record lists every reason that applies. The gate
-reads only Python-derived numbers (``StressOutput`` is grounded against the store before it gets
-here) and imports nothing that does I/O.
+Every rule is a small function of ``GateInputs`` returning a reason with its rule id, or
+``None``. All rules run; none short-circuits another, so the decision record lists every reason
+that applies. The gate reads only Python-derived values: ``StressOutput`` is grounded against the
+store, and ``GateFacts`` (the action's catalogue entry for the incident's service, the knowledge
+base's availability) is looked up by the pipeline through its ports before it gets here. It
+imports nothing that does I/O.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from .config import GatePolicy
 from .models import (
     ApprovalRequired,
     CompressOutput,
     FrameworkScores,
+    GateFacts,
     GateOutput,
     GateReason,
     Incident,
@@ -67,21 +71,31 @@ def _has_conflict(stress: StressOutput) -> bool:
 
 # --- rules: each returns a reason or None -------------------------------------------------
 
-Rule = Callable[
-    [PlanOutput | None, StressOutput, CompressOutput, Incident, GatePolicy], GateReason | None
-]
+
+@dataclass(frozen=True)
+class GateInputs:
+    """Everything one decision reads; every rule gets the same object."""
+
+    plan: PlanOutput | None
+    stress: StressOutput
+    compress: CompressOutput
+    incident: Incident
+    policy: GatePolicy
+    facts: GateFacts
+    confidence_final: float
 
 
-def rule_invalid_output(
-    plan: PlanOutput | None, stress: StressOutput, compress: CompressOutput, _i: Incident, _p: GatePolicy
-) -> GateReason | None:
+Rule = Callable[[GateInputs], GateReason | None]
+
+
+def rule_invalid_output(g: GateInputs) -> GateReason | None:
     problems = []
-    if plan is None:
+    if g.plan is None:
         problems.append("plan missing or unusable")
-    if not stress.agent_report_valid:
+    if not g.stress.agent_report_valid:
         problems.append("stress report missing or unusable")
-    if not compress.output_contract_valid:
-        problems.extend(compress.contract_errors or ["output contract invalid"])
+    if not g.compress.output_contract_valid:
+        problems.extend(g.compress.contract_errors or ["output contract invalid"])
     if not problems:
         return None
     return GateReason(
@@ -89,9 +103,8 @@ def rule_invalid_output(
     )
 
 
-def rule_policy_conflict(
-    _plan: PlanOutput | None, stress: StressOutput, _c: CompressOutput, _i: Incident, _p: GatePolicy
-) -> GateReason | None:
+def rule_policy_conflict(g: GateInputs) -> GateReason | None:
+    stress = g.stress
     if not _has_conflict(stress):
         return None
     parts = []
@@ -105,41 +118,35 @@ def rule_policy_conflict(
     return GateReason(rule_id="policy_conflict", message="Policy conflict: " + "; ".join(parts))
 
 
-def rule_contradictions(
-    _plan: PlanOutput | None, stress: StressOutput, _c: CompressOutput, _i: Incident, policy: GatePolicy
-) -> GateReason | None:
-    if stress.contradiction_count < policy.contradiction_block_threshold:
+def rule_contradictions(g: GateInputs) -> GateReason | None:
+    threshold = g.policy.contradiction_block_threshold
+    if g.stress.contradiction_count < threshold:
         return None
     return GateReason(
         rule_id="contradictions",
         message=(
-            f"{stress.contradiction_count} grounded documents contradict the proposed action "
-            f"(threshold {policy.contradiction_block_threshold}): "
-            + ", ".join(stress.contradicting_doc_ids)
+            f"{g.stress.contradiction_count} grounded documents contradict the proposed action "
+            f"(threshold {threshold}): " + ", ".join(g.stress.contradicting_doc_ids)
         ),
     )
 
 
-def rule_insufficient_evidence(
-    plan: PlanOutput | None, stress: StressOutput, _c: CompressOutput, _i: Incident, policy: GatePolicy
-) -> GateReason | None:
-    if plan is None:
+def rule_insufficient_evidence(g: GateInputs) -> GateReason | None:
+    if g.plan is None:
         return None  # invalid_output already covers a missing plan
-    if stress.evidence_coverage >= policy.coverage_threshold or stress.supporting_doc_ids:
+    if g.stress.evidence_coverage >= g.policy.coverage_threshold or g.stress.supporting_doc_ids:
         return None
     return GateReason(
         rule_id="insufficient_evidence",
         message=(
-            f"Evidence coverage {stress.evidence_coverage:.2f} < {policy.coverage_threshold} "
+            f"Evidence coverage {g.stress.evidence_coverage:.2f} < {g.policy.coverage_threshold} "
             "and no grounded supporting document"
         ),
     )
 
 
-def rule_critical_severity(
-    _plan: PlanOutput | None, _s: StressOutput, _c: CompressOutput, incident: Incident, _p: GatePolicy
-) -> GateReason | None:
-    if incident.severity != "critical":
+def rule_critical_severity(g: GateInputs) -> GateReason | None:
+    if g.incident.severity != "critical":
         return None
     return GateReason(
         rule_id="critical_severity",
@@ -147,14 +154,57 @@ def rule_critical_severity(
     )
 
 
-def rule_unknown_action(
-    plan: PlanOutput | None, stress: StressOutput, _c: CompressOutput, _i: Incident, _p: GatePolicy
-) -> GateReason | None:
-    if plan is None or stress.action_known:
+def rule_unknown_action(g: GateInputs) -> GateReason | None:
+    action = g.facts.action
+    if g.plan is None or action is None or action.catalogued:
         return None
+    where = (f"; it is catalogued for {', '.join(action.services)} only" if action.services
+             else "; it is not in the action catalogue at all")
     return GateReason(
         rule_id="unknown_action",
-        message=f"'{plan.proposed_action}' is neither a runbook's recommended action nor catalogued",
+        message=f"'{action.action}' is not catalogued for service {g.incident.service}{where}",
+    )
+
+
+def rule_requires_approval(g: GateInputs) -> GateReason | None:
+    action = g.facts.action
+    if action is None or action.automation != "approval":
+        return None
+    undo = "reversible" if action.reversible else "irreversible"
+    return GateReason(
+        rule_id="requires_approval",
+        message=f"'{action.action}' is risk {action.risk}, {undo}: the catalogue requires a human to approve it",
+    )
+
+
+def rule_forbidden_action(g: GateInputs) -> GateReason | None:
+    action = g.facts.action
+    if action is None or action.automation != "never":
+        return None
+    return GateReason(
+        rule_id="forbidden_action",
+        message=(f"'{action.action}' is never run by the governor (catalogue automation 'never'): "
+                 "no reply can run it; it must be done by hand, outside the governor"),
+    )
+
+
+def rule_low_confidence(g: GateInputs) -> GateReason | None:
+    floor = g.policy.execute_confidence_floor
+    if g.plan is None or g.confidence_final >= floor:
+        return None
+    return GateReason(
+        rule_id="low_confidence",
+        message=f"Final confidence {g.confidence_final:.2f} is below the execute floor {floor:.1f}",
+    )
+
+
+def rule_knowledge_unavailable(g: GateInputs) -> GateReason | None:
+    if g.facts.knowledge.available:
+        return None
+    return GateReason(
+        rule_id="knowledge_unavailable",
+        message=("The store cannot vouch for the gate's inputs (missing knowledge is not permission): "
+                 + "; ".join(g.facts.knowledge.problems)),
     )
 
 
@@ -165,14 +215,23 @@ RULES: tuple[Rule, ...] = (
     rule_insufficient_evidence,
     rule_critical_severity,
     rule_unknown_action,
+    rule_requires_approval,
+    rule_forbidden_action,
+    rule_low_confidence,
+    rule_knowledge_unavailable,
 )
 
 
 def approval_required(
-    blocked: bool, incident: Incident, confidence: float, policy: GatePolicy
+    rule_ids: list[str], incident: Incident, confidence: float, policy: GatePolicy
 ) -> ApprovalRequired:
-    if not blocked:
+    """What a human reply must be: ``forbidden`` when the catalogue says ``never`` (no reply
+    runs it), ``force_override`` at critical severity or below the refusal threshold, else
+    ``approve``; ``none`` when nothing blocked."""
+    if not rule_ids:
         return "none"
+    if "forbidden_action" in rule_ids:
+        return "forbidden"
     if incident.severity == "critical" or confidence < policy.refusal_confidence_threshold:
         return "force_override"
     return "approve"
@@ -184,6 +243,7 @@ def decision_id(
     compress: CompressOutput,
     incident: Incident,
     policy: GatePolicy,
+    facts: GateFacts,
 ) -> str:
     """Derived from the inputs, so the same inputs always give the same decision id."""
     payload = {
@@ -191,6 +251,7 @@ def decision_id(
         "stress": stress.model_dump(mode="json"),
         "compress": compress.model_dump(mode="json"),
         "incident": incident.model_dump(mode="json"),
+        "facts": facts.model_dump(mode="json"),
         "config": policy.config_hash,
     }
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -203,11 +264,13 @@ def decide(
     compress: CompressOutput,
     incident: Incident,
     policy: GatePolicy,
+    facts: GateFacts,
 ) -> GateOutput:
     """Apply every rule and return the decision record."""
-    reasons = [r for rule in RULES if (r := rule(plan, stress, compress, incident, policy))]
-    blocked = bool(reasons)
     initial, final = final_confidence(plan, stress, policy)
+    inputs = GateInputs(plan, stress, compress, incident, policy, facts, final)
+    reasons = [r for rule in RULES if (r := rule(inputs))]
+    rule_ids = [r.rule_id for r in reasons]
     cautions = []
     if stress.ungrounded_citations:
         cautions.append(
@@ -218,11 +281,11 @@ def decide(
         cautions.append("agent rejected fabricated authority during stress")
     return GateOutput(
         incident_id=incident.id,
-        decision="block_and_escalate" if blocked else "execute",
-        rule_ids=[r.rule_id for r in reasons],
+        decision="block_and_escalate" if reasons else "execute",
+        rule_ids=rule_ids,
         reasons=reasons,
         cautions=cautions,
-        approval_required=approval_required(blocked, incident, final, policy),
+        approval_required=approval_required(rule_ids, incident, final, policy),
         proposed_action=plan.proposed_action if plan else None,
         confidence_initial=initial,
         confidence_final=final,
@@ -231,6 +294,7 @@ def decide(
         evidence_coverage=stress.evidence_coverage,
         policy_conflicts=[*stress.policy_conflicts, *stress.unconfirmed_policy_conflicts],
         context_mode=compress.context_mode,
-        decision_id=decision_id(plan, stress, compress, incident, policy),
+        decision_id=decision_id(plan, stress, compress, incident, policy, facts),
         config_hash=policy.config_hash,
+        facts=facts,
     )

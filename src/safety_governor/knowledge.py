@@ -24,6 +24,9 @@ from .models import KNOWLEDGE_MODELS
 from .ports import Store
 
 KNOWLEDGE_INDICES = ("runbooks", "evidence", "policies", "incidents", "logs")
+# Without these the gate cannot vouch for anything (DESIGN principle 7): a data file that leaves
+# one empty is refused, and a store with one empty blocks every decision (knowledge_unavailable).
+CORE_INDICES = ("runbooks", "evidence", "policies")
 
 
 def read_json(path: Path) -> Any:
@@ -121,7 +124,13 @@ class LoadReport:
 
 
 def load_knowledge_file(path: Path) -> dict[str, list[dict[str, Any]]]:
-    return validate_knowledge(read_json(path), str(path))
+    """A data file (``data/sample_data.json``): validated, and with every core index non-empty."""
+    knowledge = validate_knowledge(read_json(path), str(path))
+    for index in CORE_INDICES:
+        if not knowledge.get(index):
+            raise InputError(f"{path}: key '{index}' is missing or empty; missing knowledge is not permission, "
+                             "so the governor refuses to load it")
+    return knowledge
 
 
 def seed_store(

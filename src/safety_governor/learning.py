@@ -5,8 +5,9 @@ incident id, the action, the decision id, the execution id) and ``status: pendin
 retrieval paths use approved runbooks only (``search_runbooks`` filters ``status: approved``; the
 store's ``known_actions`` reads approved runbooks), so a pending or revoked entry is never a plan
 or a reason to trust an action. An approved learned entry is still never used for its own
-incident: its hits carry ``incident_id`` and the offline planner drops them for that incident,
-and the gate's ``unknown_action`` check (``Grounder.action_known``) ignores it there.
+incident: its hits carry ``incident_id`` and the offline planner drops them for that incident.
+No runbook makes an action executable: the gate's ``unknown_action`` reads the action catalogue
+for the incident's service only, as the executor does.
 
 Review is explicit and audited: ``approve_runbook`` and ``revoke_runbook`` append
 ``runbook_approved`` / ``runbook_revoked`` workflow events (and ``learn_runbook`` appends

@@ -23,7 +23,11 @@ from .redaction import redact_text
 Severity = Literal["low", "medium", "high", "critical"]
 Stance = Literal["support", "contradict", "neutral"]
 Decision = Literal["execute", "block_and_escalate"]
-ApprovalRequired = Literal["none", "approve", "force_override"]
+# ``forbidden``: no reply can run it (catalogue automation ``never``); it is done by hand, outside.
+ApprovalRequired = Literal["none", "approve", "force_override", "forbidden"]
+# Catalogue facts: how far the governor may automate an action, and what it can break.
+Automation = Literal["auto", "approval", "never"]
+Risk = Literal["low", "medium", "high"]
 ContextMode = Literal["full_context", "compressed_context"]
 RuleId = Literal[
     "policy_conflict",
@@ -32,8 +36,15 @@ RuleId = Literal[
     "critical_severity",
     "invalid_output",
     "unknown_action",
+    "requires_approval",
+    "forbidden_action",
+    "low_confidence",
+    "knowledge_unavailable",
 ]
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# An agent's confidence: a JSON number 0-10. Strict, so ``true`` or ``"10"`` is invalid output,
+# never coerced into a confidence.
+Confidence = Annotated[float, Field(strict=True, ge=0, le=10)]
 
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 RULE_IDS: tuple[str, ...] = RuleId.__args__  # type: ignore[attr-defined]
@@ -82,7 +93,7 @@ class PlanOutput(_Model):
     proposed_action: NonEmptyStr
     rationale: str = ""
     key_claims: list[NonEmptyStr] = Field(default_factory=list, max_length=20)
-    confidence_initial: float = Field(ge=0, le=10)
+    confidence_initial: Confidence
     retrieved_context_ids: list[str] = Field(default_factory=list)
 
 
@@ -104,7 +115,7 @@ class StressReport(_Model):
     claim_results: list[ClaimReport] = Field(default_factory=list)
     policy_conflicts: list[str] = Field(default_factory=list)
     fabricated_authority_rejected: bool = False
-    confidence_post_stress: float | None = Field(default=None, ge=0, le=10)
+    confidence_post_stress: Confidence | None = None
     position_after_stress: str = ""
 
 
@@ -174,7 +185,6 @@ class StressOutput(_Model):
     position_after_stress: str = ""
     live_logs: LogSummary | None = None
     framework_scores: FrameworkScores | None = None
-    action_known: bool = True
     agent_report_valid: bool = True
 
 
@@ -186,6 +196,41 @@ class CompressOutput(_Model):
     output_contract_valid: bool
     contract_errors: list[str] = Field(default_factory=list)
     required_fields_present: list[str] = Field(default_factory=list)
+
+
+class ActionFacts(_Model):
+    """The catalogue entry of the proposed action for the incident's service, as the executor
+    reads it (``catalogue.lookup``). ``catalogued`` is False when the action is not catalogued
+    at all or not for this service; ``services`` then says where it does apply, if anywhere."""
+
+    action: str
+    catalogued: bool
+    services: list[str] = Field(default_factory=list)
+    automation: Automation | None = None
+    risk: Risk | None = None
+    reversible: bool | None = None
+
+
+class KnowledgeFacts(_Model):
+    """Whether the store can vouch for the gate's inputs (DESIGN principle 7). ``problems``
+    names each index or file that is empty or unreadable; any problem blocks."""
+
+    problems: list[str] = Field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return not self.problems
+
+
+class GateFacts(_Model):
+    """What Python looked up through its ports for the gate, besides the agent's outputs: the
+    action's consequences and the knowledge base's availability. The pipeline builds it; the gate
+    reads it and hashes it into the decision id. Guardrails (issue 11) join here as one more field.
+
+    ``action`` is ``None`` when there is no usable plan (``invalid_output`` covers that)."""
+
+    action: ActionFacts | None = None
+    knowledge: KnowledgeFacts = Field(default_factory=KnowledgeFacts)
 
 
 class GateReason(_Model):
@@ -212,6 +257,7 @@ class GateOutput(_Model):
     context_mode: ContextMode
     decision_id: str
     config_hash: str
+    facts: GateFacts = Field(default_factory=GateFacts)
 
 
 class ApprovalEvent(_Model):
@@ -341,6 +387,7 @@ CONTRACT_MODELS: dict[str, type[BaseModel]] = {
     "stress_report": StressReport,
     "stress_output": StressOutput,
     "compress_output": CompressOutput,
+    "gate_facts": GateFacts,
     "gate_output": GateOutput,
     "run_record": RunRecord,
 }

@@ -1,8 +1,13 @@
 """Turn an agent's text reply into one JSON object, or fail.
 
 Accepted: plain JSON, fenced JSON (```json ... ```), or prose containing exactly one JSON object.
-Anything else (no object, several different objects, garbage) is rejected: the pipeline then
-fails closed with ``invalid_output``.
+Anything else (no object, several different objects, an object with a duplicated key, garbage, a
+reply over ``MAX_REPLY_CHARS``) is rejected: the pipeline then fails closed with
+``invalid_output``.
+
+The work is linear in the reply's size: one pass finds the balanced ``{...}`` spans outside and
+inside JSON strings, and only those spans (and, when a span is not JSON, its direct children)
+are decoded. A reply of 200,000 ``{`` is refused in milliseconds, not by trying each brace.
 """
 
 from __future__ import annotations
@@ -11,12 +16,30 @@ import json
 import re
 from typing import Any
 
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+_FENCE = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
 MAX_REPLY_CHARS = 200_000
+# A reply is meant to hold one object; past this many spans it is refused without decoding them.
+MAX_OBJECT_SPANS = 100
 
 
 class ReplyParseError(ValueError):
     """The reply holds no single usable JSON object."""
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (which value counts would be a guess)."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"duplicate key '{key}' in a JSON object")
+        out[key] = value
+    return out
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 
 
 def extract_json_object(text: str) -> dict[str, Any]:
@@ -24,11 +47,17 @@ def extract_json_object(text: str) -> dict[str, Any]:
         raise ReplyParseError("empty reply")
     if len(text) > MAX_REPLY_CHARS:
         raise ReplyParseError(f"reply longer than {MAX_REPLY_CHARS} characters")
-    stripped = text.strip()
-    candidates: list[dict[str, Any]] = []
+    try:
+        return _extract(text.strip())
+    except DuplicateKeyError as exc:
+        raise ReplyParseError(str(exc)) from exc
+
+
+def _extract(stripped: str) -> dict[str, Any]:
     direct = _loads_object(stripped)
     if direct is not None:
         return direct
+    candidates: list[dict[str, Any]] = []
     for block in _FENCE.findall(stripped):
         obj = _loads_object(block.strip())
         if obj is not None:
@@ -46,25 +75,65 @@ def extract_json_object(text: str) -> dict[str, Any]:
 
 
 def _loads_object(text: str) -> dict[str, Any] | None:
+    """The object ``text`` holds, or ``None``; a duplicated key raises ``DuplicateKeyError``."""
     try:
-        value = json.loads(text)
+        value = _DECODER.decode(text)
     except (json.JSONDecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
 
+def brace_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every balanced ``{...}`` in ``text`` (end exclusive), in one pass.
+    Braces inside JSON strings do not count; quotes in the prose outside any brace do not open a
+    string. An unbalanced brace is ignored."""
+    spans: list[tuple[int, int]] = []
+    stack: list[int] = []
+    in_string = False
+    escaped = False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == "{":
+            stack.append(i)
+        elif ch == "}":
+            if stack:
+                spans.append((stack.pop(), i + 1))
+        elif ch == '"' and stack:
+            in_string = True
+    return spans
+
+
 def _scan_objects(text: str) -> list[dict[str, Any]]:
-    """Top-level JSON objects embedded in prose, found with the JSON decoder itself."""
-    decoder = json.JSONDecoder()
+    """JSON objects embedded in prose: the outermost balanced spans. One that is not JSON is
+    searched one level down (``{note: {"a": 1}}``); deeper nesting is not, so the work stays
+    linear (each character is decoded at most twice)."""
+    outer: list[tuple[int, int]] = []
+    children: dict[int, list[tuple[int, int]]] = {}
+    enclosing: list[tuple[int, int]] = []
+    for start, end in sorted(brace_spans(text), key=lambda s: (s[0], -s[1])):
+        while enclosing and enclosing[-1][1] <= start:
+            enclosing.pop()
+        if not enclosing:
+            outer.append((start, end))
+        elif len(enclosing) == 1:
+            children.setdefault(enclosing[0][0], []).append((start, end))
+        enclosing.append((start, end))
+    if len(outer) > MAX_OBJECT_SPANS:
+        raise ReplyParseError(f"more than {MAX_OBJECT_SPANS} brace-delimited spans in the reply; expected one object")
     found: list[dict[str, Any]] = []
-    pos = 0
-    while (start := text.find("{", pos)) != -1:
-        try:
-            value, end = decoder.raw_decode(text, start)
-        except (json.JSONDecodeError, RecursionError):
-            pos = start + 1
+    for start, end in outer:
+        obj = _loads_object(text[start:end])
+        if obj is not None:
+            found.append(obj)
             continue
-        if isinstance(value, dict):
-            found.append(value)
-        pos = end
+        for c_start, c_end in children.get(start, []):
+            child = _loads_object(text[c_start:c_end])
+            if child is not None:
+                found.append(child)
     return found

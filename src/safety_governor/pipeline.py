@@ -22,15 +22,15 @@ from .config import GatePolicy, describe_validation_error
 from .errors import AuditWriteError, ExecutionRefused, GovernorError, StoreError
 from .incident_state import NO_EXECUTION_STATES, current_state, record_state
 from .learning import RunbookWriter, learn_runbook
+from .grounding import Grounder
 from .models import (
-    ClaimEvidence,
-    ClaimReport,
     CompressOutput,
     ExecutionRecord,
     FrameworkScores,
+    GateFacts,
     GateOutput,
     Incident,
-    LogSummary,
+    KnowledgeFacts,
     PlanOutput,
     RunRecord,
     StressOutput,
@@ -90,129 +90,6 @@ def parse_agent_output(text: str, model: type[PlanOutput] | type[StressReport]) 
         raise ValueError(describe_validation_error(exc)) from exc
 
 
-class Grounder:
-    """Re-derives the stress phase's numbers from the store (DESIGN principle 1)."""
-
-    def __init__(self, store: Store, policy: GatePolicy, catalogue: Iterable[str] = ()) -> None:
-        self.store = store
-        self.policy = policy
-        self.catalogue = {normalise_action(a) for a in catalogue}
-
-    def action_known(self, action: str, incident_id: str | None = None) -> bool:
-        """In the catalogue, or the action of an approved runbook. A runbook learned from
-        ``incident_id`` itself does not count for that incident (it is not independent)."""
-        act = normalise_action(action)
-        if act in self.catalogue:
-            return True
-        if incident_id is None:
-            return act in self.store.known_actions()
-        own = incident_id.strip().lower()
-        return any(str(doc.get("incident_id") or "").strip().lower() != own
-                   for doc in self.store.find("runbooks", {"action": act, "status": "approved"}, limit=50))
-
-    def ground(
-        self,
-        incident: Incident,
-        plan: PlanOutput,
-        report: StressReport | None,
-        *,
-        scores: FrameworkScores | None,
-        live_logs: LogSummary | None,
-    ) -> StressOutput:
-        services = [incident.service, "*"]
-        allowed = {incident.service.strip().lower(), "*"}
-        action = normalise_action(plan.proposed_action)
-        reports = report.claim_results if report else []
-        cited = {i for r in reports for i in (*r.supporting_doc_ids, *r.contradicting_doc_ids)}
-        docs = self.store.get_many("evidence", cited)
-
-        def about_action(doc: Mapping[str, Any]) -> bool:
-            doc_action = doc.get("action")
-            return not doc_action or normalise_action(str(doc_action)) == action
-
-        def check(doc_id: str, stance: str) -> str | None:
-            """None if the citation is grounded, else why not."""
-            doc = docs.get(doc_id)
-            if doc is None:
-                return f"{doc_id} (not in the store)"
-            if str(doc.get("service", "")).strip().lower() not in allowed:
-                return f"{doc_id} (about service {doc.get('service')})"
-            if doc.get("stance") != stance:
-                return f"{doc_id} (stance is {doc.get('stance')}, not {stance})"
-            if not about_action(doc):
-                return f"{doc_id} (about action {doc.get('action')})"
-            return None
-
-        claim_evidence: list[ClaimEvidence] = []
-        ungrounded: list[str] = []
-        supporting: dict[str, None] = {}
-        contradicting: dict[str, None] = {}
-        for position, claim in enumerate(plan.key_claims):
-            claim_report = _match_report(claim, position, reports)
-            support: dict[str, None] = {}
-            contra: dict[str, None] = {}
-            bad: list[str] = []
-            for doc_id in claim_report.supporting_doc_ids if claim_report else []:
-                (bad.append(why) if (why := check(doc_id, "support")) else support.setdefault(doc_id))
-            for doc_id in claim_report.contradicting_doc_ids if claim_report else []:
-                (bad.append(why) if (why := check(doc_id, "contradict")) else contra.setdefault(doc_id))
-            # Python's own search per claim: an agent cannot hide evidence by not citing it.
-            for hit in self.store.search(
-                "evidence", claim, filters={"service": services}, top_k=self.policy.evidence_top_k
-            ):
-                if not about_action(hit.source):
-                    continue
-                if hit.source.get("stance") == "support":
-                    support.setdefault(hit.id)
-                elif hit.source.get("stance") == "contradict":
-                    contra.setdefault(hit.id)
-            claim_evidence.append(
-                ClaimEvidence(claim=claim, support_docs=list(support), contradiction_docs=list(contra),
-                              ungrounded_citations=bad)
-            )
-            ungrounded.extend(bad)
-            supporting.update(support)
-            contradicting.update(contra)
-        # Python searches by service + action too, whatever the claims say.
-        for doc in self.store.find("evidence", {"service": services, "action": action}, limit=200):
-            if doc.get("stance") == "contradict":
-                contradicting.setdefault(str(doc["id"]))
-            elif doc.get("stance") == "support":
-                supporting.setdefault(str(doc["id"]))
-
-        confirmed = [str(p["id"]) for p in self.store.policy_conflicts(incident.service, action, incident.severity)]
-        reported = [p.strip() for p in (report.policy_conflicts if report else []) if p and p.strip()]
-        unconfirmed = [p for p in dict.fromkeys(reported) if p not in confirmed]
-        claims_with_docs = sum(1 for c in claim_evidence if c.support_docs or c.contradiction_docs)
-        coverage = round(claims_with_docs / len(claim_evidence), 4) if claim_evidence else 0.0
-        return StressOutput(
-            claim_evidence=claim_evidence,
-            supporting_doc_ids=sorted(supporting),
-            contradicting_doc_ids=sorted(contradicting),
-            contradiction_count=len(contradicting),
-            evidence_coverage=coverage,
-            policy_conflicts=confirmed,
-            unconfirmed_policy_conflicts=unconfirmed,
-            ungrounded_citations=list(dict.fromkeys(ungrounded)),
-            fabricated_authority_rejected=bool(report and report.fabricated_authority_rejected),
-            confidence_post_stress=report.confidence_post_stress if report else None,
-            position_after_stress=report.position_after_stress if report else "",
-            live_logs=live_logs,
-            framework_scores=scores,
-            action_known=self.action_known(action, incident.id),
-            agent_report_valid=report is not None,
-        )
-
-
-def _match_report(claim: str, position: int, reports: list[ClaimReport]) -> ClaimReport | None:
-    """The agent's report for a claim: same text first, else the same position."""
-    wanted = claim.strip().lower()
-    for r in reports:
-        if r.claim.strip().lower() == wanted:
-            return r
-    return reports[position] if position < len(reports) else None
-
-
 def compress(
     incident: Incident,
     stress: StressOutput,
@@ -253,8 +130,10 @@ class ReliabilityLayerAgent:
         audit: the append-only audit trail; a failed write stops execution.
         executor: what runs a passed or approved action (dry run by default).
         policy: the gate's versioned thresholds.
-        actions: the typed action catalogue (its ids count as known actions besides runbook
-            actions; verification reads rollback actions from it).
+        actions: the typed action catalogue. The gate reads the proposed action's entry for
+            the incident's service from the executor's own catalogue when the executor has one
+            (so a gate ``execute`` is always one the executor accepts), else from this one;
+            verification reads rollback actions from it.
     """
 
     def __init__(
@@ -276,7 +155,7 @@ class ReliabilityLayerAgent:
         self.audit = audit
         self.executor = executor
         self.policy = policy
-        self.grounder = Grounder(store, policy, actions.ids() if actions is not None else ())
+        self.grounder = Grounder(store, policy)
         self.actions = actions
 
     # --- phases --------------------------------------------------------------------------
@@ -356,7 +235,32 @@ class ReliabilityLayerAgent:
             stress = StressOutput(contradiction_count=0, evidence_coverage=0.0, live_logs=live_logs,
                                   framework_scores=scores, agent_report_valid=False)
         compressed = compress(incident, stress, self.policy, plan_fields=plan_fields, errors=errors)
-        return stress, compressed, gate_rules.decide(plan, stress, compressed, incident, self.policy)
+        facts = self.gate_facts(incident, plan)
+        return stress, compressed, gate_rules.decide(plan, stress, compressed, incident, self.policy, facts)
+
+    def catalogue(self) -> ActionCatalogue:
+        """The catalogue the executor refuses by (its own when it has one), else ``actions``."""
+        own = getattr(self.executor, "catalogue", None)
+        if isinstance(own, ActionCatalogue):
+            return own
+        return self.actions if self.actions is not None else ActionCatalogue([], source="(none)")
+
+    def gate_facts(self, incident: Incident, plan: PlanOutput | None) -> GateFacts:
+        """What the gate reads besides the agent's outputs, looked up here through the ports:
+        the proposed action's catalogue entry for the incident's service, and whether the
+        knowledge base can vouch for anything (principle 7: missing knowledge is not permission)."""
+        catalogue = self.catalogue()
+        problems: list[str] = []
+        if not len(catalogue):
+            problems.append(f"the action catalogue ({catalogue.source}) is empty or missing")
+        for index in ("policies", "runbooks", "evidence"):
+            try:
+                if self.store.count(index) == 0:
+                    problems.append(f"the {index} index is empty")
+            except GovernorError as exc:
+                problems.append(f"the {index} index is unreadable ({exc})")
+        action = catalogue.facts(plan.proposed_action, incident.service) if plan is not None else None
+        return GateFacts(action=action, knowledge=KnowledgeFacts(problems=problems))
 
     # --- audit, approvals, execution --------------------------------------------------------
 

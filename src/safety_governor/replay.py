@@ -2,13 +2,16 @@
 
 A scenario file is JSON::
 
-    {"name", "description"?, "incident", "knowledge"?: {"runbooks","evidence","policies","logs"},
+    {"name", "description"?, "incident",
+     "knowledge"?: {"runbooks","evidence","policies","logs","actions"},
      "replace_knowledge"?: bool, "agent"?: {"plan": object|string, "stress": object|string},
      "approvers"?: {"approve": [users], "override": [users]}, "approvals"?: [{"user","text"}],
-     "expect"?: {"decision", "executed", "rules", "approve_refused"}}
+     "expect"?: {"decision", "executed", "rules", "approve_refused", "approval_required"}}
 
 A file holding only an incident object is a scenario too. ``agent`` replies are what an LLM
-returned; a phase without one is answered by the offline agent.
+returned; a phase without one is answered by the offline agent. ``knowledge.actions`` are
+catalogue entries merged by id into ``data/actions.json`` (also with ``replace_knowledge``,
+which replaces the document indices only).
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ from .agents.offline import OfflineAgent
 from .agents.scripted import ScriptedAgent
 from .approvals import ApprovalPolicy
 from .bootstrap import build
+from .catalogue import ActionCatalogue, parse_entries
 from .config import Settings, describe_validation_error
 from .errors import InputError
 from .knowledge import load_knowledge_file, merge_knowledge, read_json, seed_store, validate_knowledge
-from .models import Decision, Incident, RuleId
+from .models import ApprovalRequired, Decision, Incident, RuleId
 from .ports import AuditSink
 
 
@@ -50,6 +54,7 @@ class ScenarioExpect(BaseModel):
     executed: bool | None = None
     rules: list[RuleId] | None = None
     approve_refused: bool | None = None
+    approval_required: ApprovalRequired | None = None
 
 
 class ScenarioAgent(BaseModel):
@@ -120,8 +125,31 @@ def load_scenario(path: Path) -> Scenario:
     except ValidationError as exc:
         raise InputError(f"{path}: {describe_validation_error(exc)}") from exc
     if scenario.knowledge is not None:
-        validate_knowledge(scenario.knowledge, f"{path}: knowledge")
+        documents = {k: v for k, v in scenario.knowledge.items() if k != "actions"}
+        validate_knowledge(documents, f"{path}: knowledge")
+        parse_entries({"actions": scenario.knowledge.get("actions", [])}, f"{path}: knowledge")
     return scenario
+
+
+def scenario_knowledge(
+    scenario: Scenario, base: Mapping[str, list[dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The documents a scenario's store is seeded with (``knowledge.actions`` aside)."""
+    extra = {k: v for k, v in (scenario.knowledge or {}).items() if k != "actions"}
+    return merge_knowledge(base, extra, replace=scenario.replace_knowledge)
+
+
+def scenario_catalogue(scenario: Scenario, base: ActionCatalogue) -> ActionCatalogue:
+    """``base`` with the scenario's ``knowledge.actions`` merged in by id."""
+    entries = (scenario.knowledge or {}).get("actions") or []
+    if not entries:
+        return base
+    origin = f"{scenario.path or scenario.name}: knowledge"
+    return base.merged(parse_entries({"actions": entries}, origin), source=f"{base.source} + {origin}")
+
+
+def base_catalogue(settings: Settings) -> ActionCatalogue:
+    return ActionCatalogue.load(settings.data_dir / "actions.json")
 
 
 def check_expectations(scenario: Scenario, result: Mapping[str, Any]) -> tuple[bool | None, list[str]]:
@@ -137,6 +165,8 @@ def check_expectations(scenario: Scenario, result: Mapping[str, Any]) -> tuple[b
         failures.append(f"rules: expected {sorted(set(expect.rules))}, got {sorted(set(result['rules']))}")
     if expect.approve_refused is not None and result["approve_refused"] != expect.approve_refused:
         failures.append(f"approve_refused: expected {expect.approve_refused}, got {result['approve_refused']}")
+    if expect.approval_required is not None and result["approval_required"] != expect.approval_required:
+        failures.append(f"approval_required: expected {expect.approval_required}, got {result['approval_required']}")
     return not failures, failures
 
 
@@ -146,16 +176,19 @@ def run_scenario(
     settings: Settings,
     *,
     audit: AuditSink | None = None,
+    actions: ActionCatalogue | None = None,
 ) -> ScenarioResult:
-    """Run one scenario in its own in-memory store."""
-    knowledge = merge_knowledge(base_knowledge, scenario.knowledge or {}, replace=scenario.replace_knowledge)
+    """Run one scenario in its own in-memory store (``actions``: the base catalogue, default
+    ``data/actions.json``)."""
+    knowledge = scenario_knowledge(scenario, base_knowledge)
+    catalogue = scenario_catalogue(scenario, actions if actions is not None else base_catalogue(settings))
     store = SQLiteStore(":memory:")
     try:
         seed_store(store, knowledge, source=scenario.path or scenario.name)
         offline = OfflineAgent(model=settings.agent_model)
         replies = scenario.agent.model_dump(exclude_none=True) if scenario.agent else {}
         agent = ScriptedAgent(replies, fallback=offline) if replies else offline
-        governor = build(settings, store=store, agent=agent, audit=audit or MemoryAudit())
+        governor = build(settings, store=store, agent=agent, audit=audit or MemoryAudit(), actions=catalogue)
         approvers = scenario.approvers or ScenarioApprovers(
             approve=list(settings.approvers), override=list(settings.overriders)
         )
@@ -208,5 +241,6 @@ def replay(
     """Load every scenario first (so bad input fails before anything runs), then run each."""
     scenarios = [load_scenario(p) for p in scenario_files(paths)]
     base = load_knowledge_file(settings.data_dir / "sample_data.json")
-    results = [run_scenario(s, base, settings, audit=audit) for s in scenarios]
+    actions = base_catalogue(settings)
+    results = [run_scenario(s, base, settings, audit=audit, actions=actions) for s in scenarios]
     return results, summarise(results)

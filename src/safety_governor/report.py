@@ -40,6 +40,8 @@ def results_table(results: list[ScenarioResult], *, compact: bool = False) -> Ta
         outcome = STATE_LABEL.get(r.final_state, r.final_state)
         if r.final_state == "pending_approval" and r.approval_required == "force_override":
             outcome = "needs override"
+        elif r.final_state == "pending_approval" and r.approval_required == "forbidden":
+            outcome = "forbidden"
         if r.approve_refused:
             outcome += " (APPROVE refused)"
         cells = [

@@ -128,11 +128,21 @@ class GovernorTools:
         self.store = store
         self.score_provider = scores
 
+    def _require_knowledge(self, *indices: str) -> None:
+        """An empty policy set (or searched index) is not an answer: no hits from an empty store
+        would read as 'nothing contradicts' and no conflict as 'allowed' (DESIGN principle 7)."""
+        for index in ("policies", *indices):
+            if self.store.count(index) == 0:
+                raise ToolCallError(f"knowledge unavailable: the store has no {index}; an empty knowledge base "
+                                    "is not an answer (load the data first)")
+
     def search_runbooks(self, query: str, service: str, top_k: int = 3) -> RunbookHits:
         """Approved runbooks only: pending and revoked learned entries never come back. A learned
         entry carries the ``incident_id`` it was learned from, so a planner drops it for that
-        incident (the offline agent does; the gate's ``unknown_action`` check ignores it there)."""
+        incident (the offline agent does). A store without policies or runbooks answers with an
+        error, never with no hits."""
         query, service, top_k = _require_text("query", query), _require_text("service", service), _require_top_k(top_k)
+        self._require_knowledge("runbooks")
         hits = self.store.search(
             "runbooks", query, filters={"service": [service, "*"], "status": "approved"}, top_k=top_k
         )
@@ -156,6 +166,7 @@ class GovernorTools:
 
     def search_evidence(self, query: str, service: str, top_k: int = 3) -> EvidenceHits:
         query, service, top_k = _require_text("query", query), _require_text("service", service), _require_top_k(top_k)
+        self._require_knowledge("evidence")
         hits = self.store.search("evidence", query, filters={"service": [service, "*"]}, top_k=top_k)
         return EvidenceHits(
             query=query,
@@ -177,6 +188,7 @@ class GovernorTools:
     def check_policy_conflicts(self, service: str, action: str, severity: str) -> PolicyCheck:
         service, action = _require_text("service", service), _require_text("action", action)
         severity = _require_severity(severity)
+        self._require_knowledge()
         conflicts = [
             PolicyConflict(id=str(p["id"]), service=str(p.get("service", "")), rule=str(p.get("rule", "")))
             for p in self.store.policy_conflicts(service, action, severity)

@@ -155,6 +155,9 @@ def reply_needed(gate: GateOutput, *, interactive: bool, accepting: bool) -> str
     rules = "The first word counts (not \"ok\" or \"approved\"), and only configured approvers count."
     if gate.decision == "execute":
         return f"The gate passed this action. {how} `HOLD` in this thread to stop it. {rules}"
+    if gate.approval_required == "forbidden":
+        return ("*No reply can run this action*: the action catalogue marks it `never`. If it must happen, do "
+                f"it by hand, outside the governor. {how} `REJECT` in this thread to close the request.")
     if gate.approval_required == "force_override":
         return (f"*APPROVE will be refused* (critical severity or confidence below the refusal threshold). A "
                 f"configured overrider must FORCE_OVERRIDE with a reason, logged permanently. {how} in this "

@@ -25,7 +25,8 @@ from .events import (
 
 AGENT_STEPS = ("analyze", "execute", "verify", "learn")
 REPLY_STATES = frozenset({"PENDING_APPROVAL", "HELD", "READY_TO_EXECUTE"})
-UNSAFE_RULES = frozenset({"policy_conflict", "contradictions", "unknown_action", "invalid_output"})
+UNSAFE_RULES = frozenset({"policy_conflict", "contradictions", "unknown_action", "invalid_output",
+                          "forbidden_action", "knowledge_unavailable"})
 
 
 def utcnow() -> datetime:

@@ -79,7 +79,9 @@ def approval_message(item: WorkItem) -> str:
         return (f"{head}\ngate PASSED: {g.proposed_action} runs in {item.due - time.monotonic():.0f}s unless "
                 f"someone replies HOLD.\n{evidence}{preview}")
     rules = ", ".join(g.rule_ids) or "none"
-    if g.approval_required == "force_override":
+    if g.approval_required == "forbidden":
+        needed = "REJECT (no reply can run this action: do it by hand, outside the governor)"
+    elif g.approval_required == "force_override":
         needed = "FORCE_OVERRIDE <reason> (APPROVE will be refused), HOLD or REJECT"
     else:
         needed = "APPROVE, FORCE_OVERRIDE <reason>, HOLD or REJECT"

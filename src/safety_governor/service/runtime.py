@@ -35,7 +35,7 @@ from ..bootstrap import (
 )
 from ..config import Settings
 from ..errors import GovernorError, InputError
-from ..knowledge import load_knowledge_file, merge_knowledge, seed_store
+from ..knowledge import load_knowledge_file, seed_store
 from .agent import AgentWorker
 from .approval_loop import SlackWorker
 from .autopilot import Autopilot
@@ -325,12 +325,13 @@ def scenario_replays(
     auditing into the dashboard's trail; the scenario's approvals become scripted replies."""
     from ..agents.offline import OfflineAgent
     from ..agents.scripted import ScriptedAgent
-    from ..replay import load_scenario, scenario_files
+    from ..replay import base_catalogue, load_scenario, scenario_catalogue, scenario_files, scenario_knowledge
 
     scenarios = [load_scenario(p) for p in scenario_files(paths)]
     if not scenarios:
         raise InputError("no scenarios to replay")
     base = load_knowledge_file(settings.data_dir / "sample_data.json")
+    actions = base_catalogue(settings)
     replays: list[ReplayItem] = []
     scripts: dict[str, list[tuple[str, str]]] = {}
     seen: dict[str, int] = {}
@@ -341,12 +342,12 @@ def scenario_replays(
             incident = incident.model_copy(update={"id": f"{incident.id}-{seen[incident.id]}"})
         store = SQLiteStore(":memory:")
         closables.append(store)
-        knowledge = merge_knowledge(base, scenario.knowledge or {}, replace=scenario.replace_knowledge)
-        seed_store(store, knowledge, source=scenario.path or scenario.name)
+        seed_store(store, scenario_knowledge(scenario, base), source=scenario.path or scenario.name)
         offline = OfflineAgent(model=settings.agent_model)
         replies = scenario.agent.model_dump(exclude_none=True) if scenario.agent else {}
         agent = ScriptedAgent(replies, fallback=offline) if replies else offline
-        isolated = build(settings, store=store, agent=agent, audit=governor.audit)
+        isolated = build(settings, store=store, agent=agent, audit=governor.audit,
+                         actions=scenario_catalogue(scenario, actions))
         approvers = scenario.approvers
         policy = ApprovalPolicy.of(approvers.approve, approvers.override) if approvers else \
             ApprovalPolicy.of(settings.approvers, settings.overriders)
