@@ -22,7 +22,8 @@ from safety_governor.bootstrap import build
 from safety_governor.config import Settings
 from safety_governor.errors import AgentBackendError
 from safety_governor.models import GateOutput, Incident
-from wire_fakes import FakeKibana, Recorded, RecordingServer, Reply
+from kibana_wire import FakeKibana
+from wire_fakes import Recorded, RecordingServer, Reply
 
 API_KEY = "kibana-test-api-key-0123456789"
 PAYMENTS_HIGH = Incident(id="inc-k1", service="payments-api", severity="high",

@@ -140,8 +140,10 @@ def test_log_stats_on_the_local_es_wire_fake_counts_5xx_numerically_through_a_lo
     time_range = body["query"]["bool"]["filter"][0]["range"]["timestamp"]
     assert time_range == {"gt": int(now.timestamp() * 1000) - 15 * 60_000, "lte": int(now.timestamp() * 1000),
                           "format": "epoch_millis"}
-    assert body["query"]["bool"]["filter"][1] == {"term": {"service": {"value": "payments-api",
-                                                                       "case_insensitive": True}}}
+    # The service: our `service` field, else (where a line has none) the host mapped to a service.
+    by_field, by_host = body["query"]["bool"]["filter"][1]["bool"]["should"]
+    assert by_field == {"term": {"service": {"value": "payments-api", "case_insensitive": True}}}
+    assert by_host["bool"]["must_not"] == [{"exists": {"field": "service"}}]
     paths = body["aggregations"]["failing"]["aggregations"]["paths"]["terms"]
     assert paths["field"] == "request.keyword" and paths["size"] == 2
     assert body["track_total_hits"] is True and body["size"] == 0

@@ -126,6 +126,13 @@ class Settings(BaseModel):
     # Per logical index overrides of the physical index name, e.g. (("runbooks", "rb-prod"),).
     elastic_indices: tuple[tuple[str, str], ...] = ()
     elastic_semantic_field: str | None = None
+    # Where the service of a log line comes from (adapters/elastic_logs.py): sources in order, and
+    # host=service pairs; the defaults work on our loaded logs and on Kibana's sample data.
+    elastic_log_service: str = "service,host"
+    elastic_log_service_hosts: str = (
+        "www.elastic.co=elastic-downloads,artifacts.elastic.co=elastic-downloads,"
+        "cdn.elastic-elastic-elastic.org=cdn-edge"
+    )
     elastic_kibana_url: str | None = None
     elastic_agent_id: str | None = None
     elastic_connector_id: str | None = None
@@ -201,6 +208,8 @@ class Settings(BaseModel):
             "ELASTIC_REQUEST_TIMEOUT": "elastic_request_timeout",
             "ELASTIC_MAX_RETRIES": "elastic_max_retries",
             "ELASTIC_SEMANTIC_FIELD": "elastic_semantic_field",
+            "ELASTIC_LOG_SERVICE": "elastic_log_service",
+            "ELASTIC_LOG_SERVICE_HOSTS": "elastic_log_service_hosts",
             "ELASTIC_KIBANA_URL": "elastic_kibana_url",
             "ELASTIC_AGENT_ID": "elastic_agent_id",
             "ELASTIC_CONNECTOR_ID": "elastic_connector_id",

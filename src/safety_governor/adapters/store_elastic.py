@@ -1,7 +1,10 @@
 """The Elasticsearch store: the ``Store`` port over the official ``elasticsearch`` client (9.x).
 
-It mirrors the embedded store (``store_sqlite``) and is held to the same contract suite.
-How the port's promises are kept on a search engine:
+It mirrors the embedded store (``store_sqlite``) and is held to the same contract suite. This
+module is the public face and the reads; ``elastic_writes`` holds the writes (compensation, undo
+log, claims, bulk retries, refresh policy), ``elastic_logs`` the log statistics and the service
+mapping, ``elastic_wire`` the error translation. How the port's promises are kept on a search
+engine:
 
 * **Untrusted text is a value, never syntax.** A query is reduced to word tokens exactly as the
   embedded store does (``query_tokens``) and sent as the value of a ``multi_match``; nothing is
@@ -9,21 +12,15 @@ How the port's promises are kept on a search engine:
 * **Filters** are ``term`` queries with ``case_insensitive: true`` on keyword fields (our mappings
   also lower-case them with a normaliser), "any of" as a ``bool.should``. A runbook without a
   ``status`` counts as approved, as in the embedded store.
-* **5xx on a text ``response``.** In ``kibana_sample_data_logs`` ``response`` is ``text`` with a
-  ``.keyword`` sub-field, so a range on it would compare strings. ``log_stats`` defines a
-  search-time runtime field ``sg_response_code`` (type ``long``) that a fixed Painless script
-  parses from ``response.keyword`` (digits only; anything else emits nothing), and counts with
-  numeric ``range`` filters on it (``gte`` 400 / 500). One request, plain DSL, any 7.11+ cluster.
-* **Writes are all or nothing, by compensation.** Elasticsearch has no multi-document
-  transactions: a bulk write reads the previous version of every upserted id first and, if any
-  item fails, restores or deletes the items that did land, then raises ``BulkWriteError`` with
-  every per-document error. Readers may briefly see the partial write.
-* **``atomic()`` is an undo log.** Writes inside it happen at once (so a check-then-append
-  under a lock sees them, as with the embedded store); an exception undoes the block's writes,
-  newest first, and releases its claims (a nested block undoes only its own). Other readers may
-  see the writes before they are undone.
-* **Claims are create-only.** ``claim_incident`` writes ``incident_claims/_create/<id>``; a 409
-  means another governor holds the incident. A random token tells our own retried write apart.
+* **Reads past the result window.** One search cannot reach past ``index.max_result_window``
+  (10,000 hits, ``from + size``); ``_scan`` answers a short read in one request and pages a long
+  one with ``search_after`` through a point in time (events, ``find``, policy conflicts).
+* **Log lines of a service** come from a configured mapping (``LogService``): our ``service``
+  field, else the host mapped to a service, which works on Kibana's sample logs as shipped.
+* **Writes are all or nothing, by compensation; ``atomic()`` is an undo log; claims are
+  create-only** (see ``elastic_writes``).
+* **Serverless** projects are recognised by ``build_flavor: serverless`` (their version number
+  is to be ignored, says Elastic's API reference).
 
 Vendor exceptions stop here: callers see ``StoreError`` / ``StoreUnavailable`` / ``InputError``.
 The 9.x client speaks only to Elasticsearch 9.x (it sends ``compatible-with=9``); an 8.x cluster
@@ -35,21 +32,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from elasticsearch import (
     ApiError,
     AuthenticationException,
-    AuthorizationException,
-    ConflictError,
-    ConnectionTimeout,
     Elasticsearch,
     TransportError,
     UnsupportedProductError,
@@ -57,10 +48,12 @@ from elasticsearch import (
 
 from ..config import ELASTIC_INDEXES, PROJECT_ROOT
 from ..errors import InputError, StoreError, StoreUnavailable
-from ..knowledge import log_id
-from ..models import Incident, LogSummary
+from ..models import LogSummary
 from ..ports import FilterValue, Readiness, SearchHit
 from ..redaction import redact_url
+from .elastic_logs import RESPONSE_CODE_FIELD, RESPONSE_CODE_SCRIPT, LogService, log_stats_request, log_summary
+from .elastic_wire import BulkWriteError, error_reason, error_type, response_body, short, translate_errors
+from .elastic_writes import BULK_CHUNK, SEQ_FIELD, ElasticWrites, utcnow, without_seq
 from .store_sqlite import (
     EVENT_INDICES,
     INDICES,
@@ -72,11 +65,13 @@ from .store_sqlite import (
 if TYPE_CHECKING:
     from ..config import Settings
 
+__all__ = ["RESPONSE_CODE_FIELD", "RESPONSE_CODE_SCRIPT", "SEQ_FIELD", "BulkWriteError", "ElasticStore",
+           "LogService"]
+
 MAPPINGS_DIR = PROJECT_ROOT / "mappings"
-BULK_CHUNK = 500
 MAX_RESULT_WINDOW = 10_000  # index.max_result_window's default: from + size may not pass it
-SCAN_PAGE = 5_000
-POLICY_SCAN_LIMIT = 100_000  # hits per request when a read pages
+SCAN_PAGE = 5_000  # hits per request when a read pages
+POLICY_SCAN_LIMIT = 100_000
 PIT_KEEP_ALIVE = "1m"  # how long a point in time lives between two pages
 
 # Fields searched per logical index: the same text the embedded store puts in its FTS column.
@@ -87,91 +82,8 @@ TEXT_FIELDS: dict[str, list[str]] = {
     "incidents": ["summary", "symptoms", "pattern.text"],
 }
 
-RESPONSE_CODE_FIELD = "sg_response_code"
-# Parses the HTTP status from the keyword sub-field; emits nothing for a missing or non-numeric
-# value. The field name arrives as a parameter; the source never changes.
-RESPONSE_CODE_SCRIPT = (
-    "String f = params.field; "
-    "if (doc.containsKey(f) && doc[f].size() > 0) { "
-    "String s = doc[f].value.trim(); "
-    "boolean ok = s.length() > 0 && s.length() < 10; "
-    "for (int i = 0; ok && i < s.length(); ++i) { ok = Character.isDigit(s.charAt(i)); } "
-    "if (ok) { emit(Long.parseLong(s)); } }"
-)
 
-
-class BulkWriteError(StoreError):
-    """Some documents of a write were rejected; the write was undone. ``failures`` lists each
-    rejected document as ``{"index", "id", "status", "type", "reason"}``."""
-
-    def __init__(self, failures: list[dict[str, Any]], total: int, *, rolled_back: bool = True) -> None:
-        self.failures = failures
-        self.total = total
-        self.rolled_back = rolled_back
-        shown = "; ".join(f"{f['index']}/{f['id']}: {f['type']}: {f['reason']}" for f in failures[:3])
-        more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
-        kept = "nothing was kept" if rolled_back else "the undo failed, some documents may remain"
-        super().__init__(f"{len(failures)} of {total} documents were rejected ({kept}): {shown}{more}")
-
-
-def _body(resp: Any) -> dict[str, Any]:
-    """The JSON body of a client response (``ObjectApiResponse``) as a plain dict."""
-    body = getattr(resp, "body", resp)
-    return body if isinstance(body, dict) else {}
-
-
-SEQ_FIELD = "sg_seq"
-_seq_lock = threading.Lock()
-_last_seq = 0
-
-
-def _next_seq() -> int:
-    """A nanosecond timestamp, strictly increasing within this process (event order)."""
-    global _last_seq
-    with _seq_lock:
-        _last_seq = max(time.time_ns(), _last_seq + 1)
-        return _last_seq
-
-
-def _without_seq(source: dict[str, Any]) -> dict[str, Any]:
-    source.pop(SEQ_FIELD, None)
-    return source
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _epoch_ms(ts: datetime) -> int:
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return int(ts.timestamp() * 1000)
-
-
-def _short(text: Any, limit: int = 300) -> str:
-    value = " ".join(str(text).split())
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-@dataclass
-class _Op:
-    action: str  # "index" (upsert) or "create" (append-only)
-    index: str  # logical index
-    doc_id: str
-    source: dict[str, Any]
-
-
-# One undo entry: (logical index, id, the document before the write or None if it was new).
-_Undo = tuple[str, str, "dict[str, Any] | None"]
-
-
-@dataclass
-class _Frame:
-    undo: list[_Undo] = field(default_factory=list)
-    claims: list[tuple[str, int, int]] = field(default_factory=list)  # (incident id, seq_no, primary_term)
-
-
-class ElasticStore:
+class ElasticStore(ElasticWrites):
     """The ``Store`` port on Elasticsearch.
 
     Args:
@@ -184,6 +96,8 @@ class ElasticStore:
             documents, undo), none for claims (read back by id, which is real-time), and never a
             forced ``"true"`` (``bench/bench_elastic_refresh.py`` measures the difference).
         location: where the cluster is, for messages (never with credentials).
+        log_service: where the service of a log line comes from (default: our ``service`` field,
+            else the host, mapped for Kibana's sample data; ``ELASTIC_LOG_SERVICE``).
         bulk_retries: how often bulk items refused with 429 are sent again before the write is
             undone; the wait doubles from ``bulk_backoff`` up to ``bulk_backoff_cap`` seconds.
         sleep: the backoff sleep (tests pass a recorder).
@@ -200,6 +114,7 @@ class ElasticStore:
         refresh: str | bool | None = None,
         location: str = "Elasticsearch",
         mappings_dir: Path = MAPPINGS_DIR,
+        log_service: LogService | None = None,
         bulk_retries: int = 3,
         bulk_backoff: float = 0.5,
         bulk_backoff_cap: float = 8.0,
@@ -214,6 +129,7 @@ class ElasticStore:
         self.refresh = refresh
         self.location = location
         self.mappings_dir = Path(mappings_dir)
+        self.log_service = log_service or LogService.parse()
         self.bulk_retries = max(0, int(bulk_retries))
         self.bulk_backoff = bulk_backoff
         self.bulk_backoff_cap = bulk_backoff_cap
@@ -256,6 +172,7 @@ class ElasticStore:
             indices=dict(settings.elastic_indices),
             semantic_field=settings.elastic_semantic_field,
             location=location,
+            log_service=LogService.parse(settings.elastic_log_service, settings.elastic_log_service_hosts),
         )
 
     # --- plumbing --------------------------------------------------------------------------
@@ -263,65 +180,14 @@ class ElasticStore:
     def index_name(self, logical: str) -> str:
         return self.indices[logical]
 
+    def _errors(self, what: str) -> Any:
+        """A context manager translating the client's exceptions into ours (``elastic_wire``)."""
+        return translate_errors(what, self.location)
+
     @staticmethod
     def _check_index(index: str, allowed: tuple[str, ...] = INDICES) -> None:
         if index not in allowed:
             raise InputError(f"unknown index '{index}' (expected one of: {', '.join(allowed)})")
-
-    @contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Translate the client's exceptions into ours, with one clear sentence each."""
-        try:
-            yield
-        except UnsupportedProductError as exc:
-            raise StoreUnavailable(f"{what}: the server at {self.location} is not Elasticsearch") from exc
-        except AuthenticationException as exc:
-            raise StoreUnavailable(
-                f"{what}: Elasticsearch at {self.location} rejected the credentials (401); check ELASTIC_API_KEY"
-            ) from exc
-        except AuthorizationException as exc:
-            raise StoreError(f"{what}: the API key lacks a privilege (403): {_short(self._reason(exc))}") from exc
-        except ApiError as exc:
-            kind = self._error_type(exc)
-            if kind == "media_type_header_exception":
-                raise StoreUnavailable(
-                    f"{what}: {self.location} refused the 9.x client's compatibility headers; the elasticsearch "
-                    "9.x client needs Elasticsearch 9.x (for an 8.x cluster install elasticsearch>=8,<9)"
-                ) from exc
-            if kind == "index_not_found_exception":
-                raise StoreError(
-                    f"{what}: index {self._error_index(exc)} does not exist on {self.location}; "
-                    "run `python load_to_elastic.py` to create and seed the indices"
-                ) from exc
-            raise StoreError(
-                f"{what}: Elasticsearch answered {exc.meta.status} {kind}: {_short(self._reason(exc))}"
-            ) from exc
-        except ConnectionTimeout as exc:
-            raise StoreUnavailable(f"{what}: Elasticsearch at {self.location} did not answer in time") from exc
-        except TransportError as exc:
-            raise StoreUnavailable(
-                f"{what}: cannot reach Elasticsearch at {self.location} ({type(exc).__name__})"
-            ) from exc
-
-    @staticmethod
-    def _error_body(exc: ApiError) -> dict[str, Any]:
-        body = exc.body
-        if isinstance(body, dict) and isinstance(body.get("error"), dict):
-            return body["error"]
-        return {}
-
-    def _error_type(self, exc: ApiError) -> str:
-        return str(self._error_body(exc).get("type") or exc.message or "error")
-
-    def _reason(self, exc: ApiError) -> str:
-        err = self._error_body(exc)
-        if err:
-            return str(err.get("reason") or err.get("type") or "")
-        return str(exc.body or exc.message)
-
-    def _error_index(self, exc: ApiError) -> str:
-        err = self._error_body(exc)
-        return str(err.get("index") or err.get("resource.id") or "?")
 
     def _filter_clauses(self, index: str, filters: Mapping[str, FilterValue] | None) -> list[dict[str, Any]]:
         clauses: list[dict[str, Any]] = []
@@ -342,53 +208,6 @@ class ElasticStore:
                 terms.append({"bool": {"must_not": [{"exists": {"field": "status"}}]}})
             clauses.append(terms[0] if len(terms) == 1 else {"bool": {"should": terms, "minimum_should_match": 1}})
         return clauses
-
-    def _refresh(self, searched_next: bool = True) -> str | bool:
-        """``wait_for`` for a write the next search must see (events, documents, undo), nothing
-        for one only read back by id (claims: GET is real-time); never a forced refresh, which
-        would make a new small segment per write."""
-        if self.refresh is not None:
-            return self.refresh
-        return "wait_for" if searched_next else False
-
-    def _frames(self) -> list[_Frame]:
-        frames = getattr(self._local, "frames", None)
-        if frames is None:
-            frames = self._local.frames = []
-        return frames
-
-    # --- transactions ---------------------------------------------------------------------
-
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
-        """A transaction by compensation: writes happen at once (visible to reads inside and
-        outside the block); an exception undoes the block's writes, newest first (restoring
-        previous versions, deleting new documents) and releases its claims. A nested block that
-        raises undoes only its own writes."""
-        frames = self._frames()
-        frame = _Frame()
-        frames.append(frame)
-        try:
-            yield
-        except BaseException:
-            frames.pop()
-            self._undo(frame.undo)
-            self._release_claims(frame.claims)
-            raise
-        frames.pop()
-        if frames:
-            frames[-1].undo.extend(frame.undo)
-            frames[-1].claims.extend(frame.claims)
-
-    def _release_claims(self, claims: list[tuple[str, int, int]]) -> None:
-        for incident_id, seq_no, primary_term in claims:
-            try:
-                self.client.delete(
-                    index=self.indices["incident_claims"], id=incident_id, if_seq_no=seq_no,
-                    if_primary_term=primary_term, refresh=self._refresh(searched_next=False),
-                )
-            except (ApiError, TransportError):
-                pass  # releasing is best effort; the original error is what matters
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -413,7 +232,7 @@ class ElasticStore:
             if hits is not None:
                 return hits
         with self._errors(f"search {index}"):
-            resp = _body(self.client.search(
+            resp = response_body(self.client.search(
                 index=self.indices[index],
                 query={"bool": {"must": [words], "filter": clauses}},
                 size=top_k,
@@ -437,11 +256,11 @@ class ElasticStore:
         }}
         with self._errors(f"search {index}"):
             try:
-                resp = _body(self.client.search(index=self.indices[index], retriever=retriever, size=top_k))
+                resp = response_body(self.client.search(index=self.indices[index], retriever=retriever, size=top_k))
             except ApiError as exc:
                 if isinstance(exc, (AuthenticationException, UnsupportedProductError)):
                     raise  # not a hybrid problem: reported as any other store failure
-                self.hybrid_disabled = f"{exc.meta.status} {self._error_type(exc)}: {_short(self._reason(exc), 200)}"
+                self.hybrid_disabled = f"{exc.meta.status} {error_type(exc)}: {short(error_reason(exc), 200)}"
                 warnings.warn(
                     f"hybrid retrieval on {self.semantic_field!r} refused ({self.hybrid_disabled}); using BM25 only",
                     RuntimeWarning, stacklevel=3,
@@ -464,14 +283,14 @@ class ElasticStore:
     def get_many(self, index: str, doc_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         self._check_index(index)
         found = self._mget(index, list(dict.fromkeys(str(i) for i in doc_ids)))
-        return {k: _without_seq(v) for k, v in found.items()} if index in EVENT_INDICES else found
+        return {k: without_seq(v) for k, v in found.items()} if index in EVENT_INDICES else found
 
     def _mget(self, index: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(ids), BULK_CHUNK):
             chunk = list(ids[start : start + BULK_CHUNK])
             with self._errors(f"read {index}"):
-                resp = _body(self.client.mget(index=self.indices[index], ids=chunk))
+                resp = response_body(self.client.mget(index=self.indices[index], ids=chunk))
             for doc in resp.get("docs", []):
                 if doc.get("found"):
                     found[str(doc["_id"])] = dict(doc.get("_source") or {})
@@ -507,7 +326,7 @@ class ElasticStore:
         sort = [{SEQ_FIELD: {"order": "asc", "unmapped_type": "long"}},
                 {"id": {"order": "asc", "unmapped_type": "keyword"}}]
         found = self._scan(index, {"bool": {"filter": clauses}}, sort, int(limit), f"read {index}")
-        return [_without_seq(source) for source in found]
+        return [without_seq(source) for source in found]
 
     def _scan(
         self, logical: str, query: dict[str, Any], sort: list[dict[str, Any]], limit: int, what: str
@@ -523,20 +342,20 @@ class ElasticStore:
             return []
         page = min(limit, SCAN_PAGE)
         with self._errors(what):
-            resp = _body(self.client.search(index=self.indices[logical], query=query, size=page, sort=sort,
+            resp = response_body(self.client.search(index=self.indices[logical], query=query, size=page, sort=sort,
                                             track_total_hits=False))
         hits = resp.get("hits", {}).get("hits", [])
         out = [dict(h.get("_source") or {}) for h in hits]
         if len(hits) < page or len(out) >= limit:
             return out[:limit]
         with self._errors(what):
-            pit = str(_body(self.client.open_point_in_time(index=self.indices[logical],
+            pit = str(response_body(self.client.open_point_in_time(index=self.indices[logical],
                                                            keep_alive=PIT_KEEP_ALIVE))["id"])
         try:
             while len(out) < limit and hits:
                 size = min(SCAN_PAGE, limit - len(out))
                 with self._errors(what):
-                    resp = _body(self.client.search(
+                    resp = response_body(self.client.search(
                         pit={"id": pit, "keep_alive": PIT_KEEP_ALIVE}, query=query, size=size, sort=sort,
                         search_after=hits[-1]["sort"], track_total_hits=False))
                 pit = str(resp.get("pit_id") or pit)
@@ -560,7 +379,7 @@ class ElasticStore:
         else:
             clauses = []
         with self._errors(f"count {index}"):
-            resp = _body(self.client.count(index=self.indices[index], query={"bool": {"filter": clauses}}))
+            resp = response_body(self.client.count(index=self.indices[index], query={"bool": {"filter": clauses}}))
         return int(resp.get("count", 0))
 
     def policy_conflicts(self, service: str, action: str, severity: str) -> list[dict[str, Any]]:
@@ -586,7 +405,7 @@ class ElasticStore:
     def known_actions(self) -> set[str]:
         clauses = self._filter_clauses("runbooks", {"status": "approved"})
         with self._errors("list known actions"):
-            resp = _body(self.client.search(
+            resp = response_body(self.client.search(
                 index=self.indices["runbooks"], query={"bool": {"filter": clauses}}, size=0,
                 aggregations={"actions": {"terms": {"field": "recommended_action", "size": MAX_RESULT_WINDOW}}},
                 track_total_hits=False,
@@ -598,40 +417,7 @@ class ElasticStore:
         self, *, service: str | None, start: datetime, end: datetime, top_n: int
     ) -> dict[str, Any]:
         """The search body of ``log_stats`` (kept apart so it can be inspected)."""
-        filters: list[dict[str, Any]] = [
-            {"range": {"timestamp": {"gt": _epoch_ms(start), "lte": _epoch_ms(end), "format": "epoch_millis"}}}
-        ]
-        if service:
-            filters.append({"term": {"service": {"value": service.strip().lower(), "case_insensitive": True}}})
-        errors = {"range": {RESPONSE_CODE_FIELD: {"gte": 400}}}
-        errors_4xx = {"range": {RESPONSE_CODE_FIELD: {"gte": 400, "lt": 500}}}
-        errors_5xx = {"range": {RESPONSE_CODE_FIELD: {"gte": 500, "lt": 600}}}
-        return {
-            "size": 0,
-            "track_total_hits": True,
-            "runtime_mappings": {
-                RESPONSE_CODE_FIELD: {
-                    "type": "long",
-                    "script": {"source": RESPONSE_CODE_SCRIPT, "params": {"field": "response.keyword"}},
-                }
-            },
-            "query": {"bool": {"filter": filters}},
-            "aggregations": {
-                "errors_4xx": {"filter": errors_4xx},
-                "errors_5xx": {"filter": errors_5xx},
-                "avg_bytes": {"avg": {"field": "bytes", "missing": 0}},
-                "failing": {
-                    "filter": errors,
-                    "aggregations": {
-                        "paths": {
-                            "terms": {"field": "request.keyword", "size": max(1, int(top_n)),
-                                      "order": [{"_count": "desc"}, {"_key": "asc"}]},
-                            "aggregations": {"errors_5xx": {"filter": errors_5xx}},
-                        }
-                    },
-                },
-            },
-        }
+        return log_stats_request(self.log_service, service=service, start=start, end=end, top_n=top_n)
 
     def log_stats(
         self,
@@ -641,185 +427,12 @@ class ElasticStore:
         now: datetime | None = None,
         top_n: int = 5,
     ) -> LogSummary:
-        end = now or _utcnow()
+        end = now or utcnow()
         start = end - timedelta(minutes=window_minutes)
         body = self.log_stats_request(service=service, start=start, end=end, top_n=top_n)
         with self._errors("aggregate logs"):
-            resp = _body(self.client.search(index=self.indices["logs"], **body))
-        total_raw = resp.get("hits", {}).get("total", 0)
-        total = int(total_raw.get("value", 0) if isinstance(total_raw, Mapping) else total_raw or 0)
-        aggs = resp.get("aggregations", {})
-        e4 = int(aggs.get("errors_4xx", {}).get("doc_count", 0))
-        e5 = int(aggs.get("errors_5xx", {}).get("doc_count", 0))
-        avg = aggs.get("avg_bytes", {}).get("value")
-        buckets = aggs.get("failing", {}).get("paths", {}).get("buckets", []) if top_n > 0 else []
-        return LogSummary(
-            service=service,
-            window_minutes=window_minutes,
-            total=total,
-            errors_4xx=e4,
-            errors_5xx=e5,
-            error_rate=round((e4 + e5) / total, 4) if total else 0.0,
-            avg_bytes=round(float(avg or 0.0), 1) if total else 0.0,
-            top_failing_paths=[
-                {"request": str(b["key"]), "errors": int(b["doc_count"]),
-                 "errors_5xx": int(b.get("errors_5xx", {}).get("doc_count", 0))}
-                for b in buckets
-            ],
-        )
-
-    # --- writes ---------------------------------------------------------------------------
-
-    def index_documents(self, index: str, docs: Iterable[Mapping[str, Any]]) -> int:
-        self._check_index(index, (*SEARCH_INDICES, "logs"))
-        ops: list[_Op] = []
-        for position, doc in enumerate(docs):
-            if not isinstance(doc, Mapping):
-                raise InputError(f"{index}[{position}]: expected an object")
-            if index == "logs":
-                doc_id = log_id(doc)
-            elif doc.get("id") in (None, ""):
-                raise InputError(f"{index}[{position}]: field 'id' is required")
-            else:
-                doc_id = str(doc["id"])
-            ops.append(_Op("index", index, doc_id, json.loads(json.dumps(dict(doc), default=str))))
-        self._submit(ops)
-        return len(ops)
-
-    def append_event(self, index: str, doc: Mapping[str, Any]) -> str:
-        self._check_index(index, EVENT_INDICES)
-        event_id = str(doc.get("id") or f"{index[:3]}-{uuid.uuid4().hex[:16]}")
-        body = {**doc, "id": event_id}
-        body.setdefault("at", _utcnow().isoformat())
-        stored = {**json.loads(json.dumps(body, default=str)), SEQ_FIELD: _next_seq()}
-        self._submit([_Op("create", index, event_id, stored)])
-        return event_id
-
-    def _submit(self, ops: list[_Op], *, searched_next: bool = True) -> None:
-        undo = self._write(ops, searched_next=searched_next)
-        frames = self._frames()
-        if frames:
-            frames[-1].undo.extend(undo)
-
-    def _write(self, ops: list[_Op], *, searched_next: bool = True) -> list[_Undo]:
-        """Send ``ops`` as bulk requests; all land or, by compensation, none does. Returns how to
-        undo them (for ``atomic``)."""
-        if not ops:
-            return []
-        # The last write of an id wins, as it would in one transaction.
-        latest: dict[tuple[str, str], _Op] = {}
-        for op in ops:
-            latest.pop((op.index, op.doc_id), None)
-            latest[(op.index, op.doc_id)] = op
-        ordered = list(latest.values())
-        prior: dict[tuple[str, str], dict[str, Any]] = {}
-        for index in dict.fromkeys(op.index for op in ordered if op.action == "index"):
-            ids = [op.doc_id for op in ordered if op.index == index and op.action == "index"]
-            prior.update({(index, i): src for i, src in self._mget(index, ids).items()})
-        landed: list[_Undo] = []
-        failures: list[dict[str, Any]] = []
-        try:
-            for start in range(0, len(ordered), BULK_CHUNK):
-                chunk = ordered[start : start + BULK_CHUNK]
-                for op, status, error in self._bulk_with_retries(chunk, self._refresh(searched_next)):
-                    if 200 <= status < 300 or (status == 409 and self._same_event(op)):
-                        landed.append((op.index, op.doc_id, prior.get((op.index, op.doc_id))))
-                        continue
-                    failures.append({
-                        "index": op.index, "id": op.doc_id, "status": status,
-                        "type": str(error.get("type", "error")) if isinstance(error, Mapping) else "error",
-                        "reason": _short(error.get("reason", error) if isinstance(error, Mapping) else error, 200),
-                    })
-        except StoreError:
-            self._undo(landed)
-            raise
-        if failures:
-            undone = self._undo(landed)
-            raise BulkWriteError(failures, len(ordered), rolled_back=undone)
-        return landed
-
-    def _bulk_with_retries(self, chunk: list[_Op], refresh: str | bool) -> list[tuple[_Op, int, Any]]:
-        """One bulk request for ``chunk``; items refused with 429 (``es_rejected_execution_exception``:
-        a full write queue, nothing was written) are sent again after a backoff, up to
-        ``bulk_retries`` times, as the client's ``streaming_bulk`` helper does with ``max_retries``.
-        Returns ``(op, status, error)`` per op; the caller undoes what landed if any item failed."""
-        results: list[tuple[_Op, int, Any]] = []
-        pending = list(chunk)
-        for attempt in range(self.bulk_retries + 1):
-            if attempt:
-                self.sleep(min(self.bulk_backoff_cap, self.bulk_backoff * 2 ** (attempt - 1)))
-            operations: list[dict[str, Any]] = []
-            for op in pending:
-                operations.append({op.action: {"_index": self.indices[op.index], "_id": op.doc_id}})
-                operations.append(op.source)
-            with self._errors(f"write {', '.join(dict.fromkeys(op.index for op in pending))}"):
-                resp = _body(self.client.bulk(operations=operations, refresh=refresh))
-            items = resp.get("items", [])
-            if len(items) < len(pending):
-                raise StoreError(f"Elasticsearch acknowledged {len(items)} of {len(pending)} writes")
-            again: list[_Op] = []
-            for op, item in zip(pending, items, strict=False):
-                result = next(iter(item.values()), {}) if isinstance(item, Mapping) else {}
-                status = int(result.get("status", 500))
-                if status == 429 and attempt < self.bulk_retries:
-                    again.append(op)
-                else:
-                    results.append((op, status, result.get("error") or {}))
-            if not again:
-                break
-            pending = again
-        return results
-
-    def _same_event(self, op: _Op) -> bool:
-        """A 409 on an append-only create is fine when the stored event is ours (a retried write)."""
-        if op.action != "create":
-            return False
-        stored = self._mget(op.index, [op.doc_id]).get(op.doc_id)
-        return stored == op.source
-
-    def _undo(self, entries: list[_Undo]) -> bool:
-        """Restore the previous version of each written document, or delete it if it was new;
-        newest first, so a document written twice ends as it was before the first write."""
-        if not entries:
-            return True
-        operations: list[dict[str, Any]] = []
-        for index, doc_id, previous in reversed(entries):
-            meta = {"_index": self.indices[index], "_id": doc_id}
-            if previous is None:
-                operations.append({"delete": meta})
-            else:
-                operations.append({"index": meta})
-                operations.append(previous)
-        try:
-            resp = _body(self.client.bulk(operations=operations, refresh=self._refresh()))
-        except (ApiError, TransportError):
-            return False
-        return not resp.get("errors", False) or all(
-            next(iter(i.values()), {}).get("status") in (200, 201, 404) for i in resp.get("items", [])
-        )
-
-    def claim_incident(self, incident: Incident, owner: str) -> bool:
-        token = uuid.uuid4().hex
-        claim = {"incident_id": incident.id, "owner": owner, "claimed_at": _utcnow().isoformat(), "token": token}
-        index = self.indices["incident_claims"]
-        with self._errors(f"claim incident {incident.id}"):
-            try:
-                resp = _body(self.client.create(index=index, id=incident.id, document=claim,
-                                                   refresh=self._refresh(searched_next=False)))
-            except ConflictError:
-                # Someone holds it, unless the holder is this very call (a retried request).
-                held = _body(self.client.options(ignore_status=404).get(index=index, id=incident.id))
-                if (held.get("_source") or {}).get("token") != token:
-                    return False
-                resp = held
-        handle = (incident.id, int(resp.get("_seq_no", 0)), int(resp.get("_primary_term", 1)))
-        # The claim and the incident record stand or fall together (as in one SQLite transaction).
-        with self.atomic():
-            self._frames()[-1].claims.append(handle)
-            # Nothing searches the incident record right after its claim: no refresh wait.
-            doc = json.loads(json.dumps(incident.model_dump(mode="json", exclude_none=True), default=str))
-            self._submit([_Op("index", "incidents", incident.id, doc)], searched_next=False)
-        return True
+            resp = response_body(self.client.search(index=self.indices["logs"], **body))
+        return log_summary(resp, service=service, window_minutes=window_minutes, top_n=top_n)
 
     # --- lifecycle and setup ---------------------------------------------------------------
 
@@ -827,7 +440,7 @@ class ElasticStore:
         """Whether the cluster answers and speaks a compatible major version."""
         try:
             with self._errors("connect"):
-                info = _body(self.client.info())
+                info = response_body(self.client.info())
         except StoreError as exc:
             return Readiness(ok=False, reason=str(exc))
         version_info = info.get("version") if isinstance(info.get("version"), Mapping) else {}
@@ -854,7 +467,7 @@ class ElasticStore:
 
     def is_data_stream(self, logical: str) -> bool:
         with self._errors(f"inspect {self.indices[logical]}"):
-            resp = _body(self.client.options(ignore_status=404).indices.get_data_stream(name=self.indices[logical]))
+            resp = response_body(self.client.options(ignore_status=404).indices.get_data_stream(name=self.indices[logical]))
         return bool(resp.get("data_streams"))
 
     def ensure_indices(self) -> list[tuple[str, str, str]]:
@@ -873,7 +486,7 @@ class ElasticStore:
                         )
                         state = "created"
                     except ApiError as exc:
-                        if self._error_type(exc) != "resource_already_exists_exception":
+                        if error_type(exc) != "resource_already_exists_exception":
                             raise
                         state = "exists"  # another loader created it meanwhile
             report.append((logical, name, state))
