@@ -182,6 +182,14 @@ def cmd_mcp(args: argparse.Namespace) -> int:
                  environ=os.environ, log_level=args.log_level)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .service.headless import serve
+    from .service.options import options_from_args
+
+    return serve(_settings(args), options_from_args(args, tui=False), json_lines=args.json, out=sys.stdout,
+                 err=sys.stderr)
+
+
 def cmd_runbooks(args: argparse.Namespace) -> int:
     """Review learned runbook entries on the configured store."""
     from .bootstrap import open_audit, open_store
@@ -416,6 +424,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
                    help="server log level, on stderr (default: warning)")
     p.set_defaults(func=cmd_mcp)
+    from .service.headless import SERVE_DESCRIPTION
+    from .service.options import add_mode_arguments
+
+    p = sub.add_parser("serve", help="run the incident service headless (same modes as the dashboard)",
+                       description=SERVE_DESCRIPTION + " Example: python -m safety_governor serve --autopilot --json")
+    add_mode_arguments(p)
+    p.add_argument("--json", action="store_true", help="JSON lines on stdout (activity and incident states)")
+    p.add_argument("--store", help="embedded store file (default: output/governor.db)")
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("runbooks", help="review learned runbook entries: review | approve ID | revoke ID",
                        description="Learned runbook entries wait as pending_review and are not used as plans "
                                    "or evidence until a configured approver approves them; revoking takes an "

@@ -42,7 +42,7 @@ from .autopilot import Autopilot
 from .board import Board, Counters, Pauser, WorkItem
 from .detection import DetectionConfig
 from .durability import resume
-from .events import EventBus, Integration, IntegrationsUpdated
+from .events import TERMINAL_STATES, EventBus, Integration, IntegrationsUpdated
 from .logtail import open_log_tail
 from .records import kb_metrics
 from .telemetry import STORYLINES, TrafficSimulator
@@ -281,6 +281,14 @@ class Runtime:
         self.resume()
         for worker in self.workers:
             worker.start()
+
+    def drain(self, reason: str = "draining") -> None:
+        """Open no new incident and start no new step; what runs finishes when ``stop`` joins,
+        and what waits (approvals, verification) stays durable for the next start."""
+        self.context.draining.set()
+        waiting = sum(1 for i in self.board.items() if i.state not in TERMINAL_STATES)
+        self.context.activity("agent", f"{reason}: no new incidents or steps; {waiting} open incident(s) stay "
+                                       "durable in the store for the next start", level="warn")
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stop_event.set()

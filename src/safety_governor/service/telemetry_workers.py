@@ -135,6 +135,9 @@ class AuditWorker(Worker):
 
     def step(self) -> None:
         self.detector.observe(self.tail.poll())
+        if self.ctx.draining.is_set():  # draining: no new incident
+            self.ctx.stop.wait(self.ctx.config.scan_interval)
+            return
         now = time.time()
         skip = self.ctx.board.open_services(time.monotonic(), self.ctx.config.cooldown_seconds)
         for cluster in self.detector.scan(now, skip=skip):

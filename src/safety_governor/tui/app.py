@@ -14,66 +14,27 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TextIO
 
 from ..cli import EXIT_OK, report_failure
 from ..config import Settings
-from ..errors import ConfigError, GovernorError, InputError
-from ..redaction import RedactingFormatter
+from ..errors import GovernorError
 from .controller import Controller
-from ..service.runtime import Options, Runtime
-from .state import Activity, DashboardState, KeyPressed, format_activity
+from ..service.options import (  # noqa: F401  (missing_live_variables re-exported: tests read it here)
+    add_mode_arguments,
+    check_live,
+    missing_live_variables,
+    options_from_args,
+    setup_logging,
+)
+from ..service.headless import run_headless
+from ..service.runtime import Runtime
+from .state import DashboardState, KeyPressed
 
 MAX_FPS = 4.0
 PLAIN_DEFAULT_LIMIT = 180.0
-
-# Live mode's integrations and the variables each needs (an inner tuple: any one of them).
-# Live mode reads real telemetry, so it needs a live store; every other integration is chosen on
-# its own (DESIGN: "live Elasticsearch with local approvals is a valid setup"): unset, it stays
-# local (offline agent, local tickets, local inbox); partly set, its missing variables are named.
-LIVE_STORE: tuple[str | tuple[str, ...], ...] = (("ELASTIC_URL", "ELASTIC_CLOUD_ID"), "ELASTIC_API_KEY")
-OPTIONAL_INTEGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Jira tickets", ("JIRA_URL", "JIRA_EMAIL", "JIRA_API_TOKEN", "JIRA_PROJECT_KEY")),
-    ("Slack approvals", ("SLACK_BOT_TOKEN", "SLACK_CHANNEL")),
-)
-AGENT_REQUIREMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "kibana": ("Kibana Agent Builder agent", ("ELASTIC_KIBANA_URL", "ELASTIC_AGENT_ID")),
-    "openai": ("OpenAI-compatible agent", ("OPENAI_BASE_URL", "OPENAI_MODEL")),
-}
-
-
-def missing_live_variables(environ: Mapping[str, str]) -> list[tuple[str, str]]:
-    """``(variable, integration)`` for every variable live mode needs and the environment lacks."""
-
-    def unset(name: str) -> bool:
-        return not environ.get(name, "").strip()
-
-    missing = []
-    for need in LIVE_STORE:
-        names = need if isinstance(need, tuple) else (need,)
-        if all(unset(n) for n in names):
-            missing.append((" or ".join(names), "Elasticsearch store"))
-    backend = environ.get("AGENT_BACKEND", "").strip().lower()
-    if backend in AGENT_REQUIREMENTS:
-        integration, needs = AGENT_REQUIREMENTS[backend]
-        missing.extend((n, integration) for n in needs if unset(n))
-    for integration, needs in OPTIONAL_INTEGRATIONS:
-        if any(not unset(n) for n in needs):
-            missing.extend((n, integration) for n in needs if unset(n))
-    return missing
-
-
-def check_live(environ: Mapping[str, str]) -> None:
-    """Raise ``ConfigError`` naming each variable live mode needs and the environment lacks
-    (never a value). What the adapters then find wrong is reported by ``bootstrap`` itself."""
-    missing = missing_live_variables(environ)
-    if missing:
-        parts = "; ".join(f"{name} ({integration})" for name, integration in missing)
-        raise ConfigError(f"--live needs {len(missing)} more setting(s): {parts}. Set them in .env (see "
-                          ".env.example) or run without --live for the offline dashboard")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,63 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                "r REJECT · l approve the selection's learned runbook · space continue (present mode) · "
                "esc follow · q quit. Pending approvals survive a restart over the same store. "
                "Example: python demo_rich_agentic.py --present --autopilot")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--fast", dest="mode", action="store_const", const="fast",
-                      help="offline, no pauses (the default)")
-    mode.add_argument("--present", dest="mode", action="store_const", const="present",
-                      help="presenter mode: slower, pauses at the critical block, the refused APPROVE and "
-                           "the override until space (or --pause-timeout)")
-    mode.add_argument("--live", dest="mode", action="store_const", const="live",
-                      help="real telemetry from Elasticsearch; the agent, Jira and Slack when configured")
-    parser.set_defaults(mode="fast")
-    parser.add_argument("--scenario", action="append", default=[], metavar="PATH",
-                        help="replay scenario files or folders through the dashboard (repeatable)")
-    parser.add_argument("--autopilot", action="store_true",
-                        help="a scripted on-call answers approvals (shows the refusal, then the override)")
-    parser.add_argument("--duration", type=float, metavar="SECONDS", help="exit after SECONDS")
+    add_mode_arguments(parser)
     parser.add_argument("--no-tui", action="store_true", help="plain log lines instead of the dashboard")
-    parser.add_argument("--storyline", choices=("default", "none"), default="default",
-                        help="simulated faults: the default storyline, or steady traffic only")
-    parser.add_argument("--hold", type=float, metavar="SECONDS",
-                        help="how long an auto-execution waits for HOLD (default 2.5, 5 in present mode)")
-    parser.add_argument("--pause-timeout", type=float, default=20.0, metavar="SECONDS",
-                        help="present mode: continue by itself after SECONDS (default 20)")
-    parser.add_argument("--rate", type=float, default=24.0, metavar="N",
-                        help="simulated requests per second (default 24)")
-    parser.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
     return parser
-
-
-def _positive(value: float | None, name: str) -> None:
-    if value is not None and value <= 0:
-        raise InputError(f"{name} must be positive, got {value:g}")
-
-
-def options_from_args(args: argparse.Namespace, *, tui: bool) -> Options:
-    _positive(args.duration, "--duration")
-    _positive(args.rate, "--rate")
-    _positive(args.pause_timeout, "--pause-timeout")
-    if args.hold is not None and args.hold < 0:
-        raise InputError(f"--hold cannot be negative, got {args.hold:g}")
-    return Options(mode=args.mode, autopilot=args.autopilot, duration=args.duration, tui=tui,
-                   scenarios=tuple(Path(p) for p in args.scenario), storyline=args.storyline,
-                   hold_seconds=args.hold, pause_seconds=args.pause_timeout, rate=args.rate, seed=args.seed)
-
-
-def setup_logging(output_dir: Path) -> logging.Handler | None:
-    """Every log record (ours at INFO, libraries' at WARNING) and Python warnings go to
-    ``output/tui.log``: nothing may write to the screen the dashboard draws on."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(output_dir / "tui.log", encoding="utf-8")
-    except OSError:
-        return None
-    # Credential-shaped text in any message or traceback is redacted before it reaches the file.
-    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(threadName)s %(name)s %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logging.getLogger("safety_governor.tui").setLevel(logging.INFO)
-    logging.captureWarnings(True)
-    return handler
 
 
 def initial_state(runtime: Runtime) -> DashboardState:
@@ -154,30 +61,13 @@ def initial_state(runtime: Runtime) -> DashboardState:
 
 
 def run_plain(runtime: Runtime, controller: Controller, out: TextIO) -> int:
-    """``--no-tui``: the activity as lines, until the duration, the end of the storyline or a cap."""
+    """``--no-tui``: the service's activity as lines (``service.headless``), until the duration,
+    the end of the storyline or a cap."""
     o = runtime.options
     limit = o.duration if o.duration is not None else PLAIN_DEFAULT_LIMIT
     print(f"Safety Governor dashboard ({o.mode} mode{', autopilot' if o.autopilot else ''}, no TUI): "
           f"store {runtime.settings.resolved_store_path}", file=out, flush=True)
-    runtime.start()
-    start = time.monotonic()
-
-    def show(events: list[Any]) -> None:
-        for event in events:
-            if isinstance(event, Activity):
-                print(format_activity(event), file=out, flush=True)
-        controller.handle(events)
-
-    while True:
-        show(runtime.bus.drain(timeout=0.5))
-        elapsed = time.monotonic() - start
-        if elapsed >= limit:
-            break
-        if o.duration is None and elapsed > 1.5 and runtime.finished():
-            break
-    runtime.stop()
-    show(runtime.bus.drain())
-    return EXIT_OK
+    return run_headless(runtime, out, limit=limit, until_finished=o.duration is None, on_events=controller.handle)
 
 
 def run_dashboard(runtime: Runtime, controller: Controller) -> int:
