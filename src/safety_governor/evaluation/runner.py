@@ -40,7 +40,7 @@ from .world import Case, Truth, WorldConfig, WorldGenerator, WorldTable, load_wo
 # GatePolicy does not have is skipped (and listed in the result's ``sweep_skipped``).
 DEFAULT_SWEEP: dict[str, list[float]] = {
     "contradiction_block_threshold": [1, 2, 3, 4],
-    "execute_confidence_floor": [3.0, 4.0, 5.0, 6.0, 7.0],
+    "execute_confidence_floor": [2.0, 4.0, 5.0, 6.0, 7.0, 8.0],
 }
 
 
