@@ -130,7 +130,7 @@ class EvalRunner:
 
     def _governor(self, store: SQLiteStore, agent: Any, policy: GatePolicy) -> Any:
         return build(self.settings, store=store, agent=agent, audit=MemoryAudit(), scores=self.scores,
-                     executor=DryRunExecutor(store, self.catalogue), policy=policy)
+                     executor=DryRunExecutor(store, self.catalogue), policy=policy, actions=self.catalogue)
 
     def run_case(self, case: Case) -> CaseRecord:
         store = SQLiteStore(":memory:")
@@ -146,6 +146,10 @@ class EvalRunner:
             }
             replay = {phase: text for phase, text in agent.replies.items()}
             for point in self.sweep:
+                if point.current:
+                    # Same replies, same policy: the same decision (DESIGN principle 3).
+                    verdicts[point.key] = verdicts["governor"]
+                    continue
                 scripted = ScriptedAgent(replay, fallback=OfflineAgent(model=self.config.model))
                 again = self._governor(store, scripted, point.policy).pipeline.assess(case.incident)
                 verdicts[point.key] = governor_verdict(again, self.catalogue)
