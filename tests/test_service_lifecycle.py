@@ -164,3 +164,44 @@ def test_an_incident_detected_while_another_is_verifying_gets_its_decision_witho
     finally:
         ctx.stop.set()
         worker.join(10)
+
+
+def test_two_services_on_one_store_work_each_incident_exactly_once_the_claim_arbitrates(tmp_path, knowledge) -> None:
+    """Two governors over one shared store (as on Elasticsearch, where no file lock applies): both
+    are offered the same incidents; the create-only claim gives each to exactly one of them."""
+    from safety_governor.service.telemetry_workers import AuditWorker, ReplayItem
+
+    ctx_a, governor, audit = service(tmp_path, knowledge, agent_concurrency=2)
+    bus, stop = EventBus(), threading.Event()
+    ctx_b = WorkerContext(store=ctx_a.store, tickets=LocalTickets(), channel=LocalInbox(), bus=bus, board=Board(),
+                          counters=Counters(), pauser=Pauser(bus, stop, enabled=False, timeout=1), stop=stop,
+                          config=ctx_a.config, owner="governor-b", audit=audit, actions=governor.actions)
+    policy = ApprovalPolicy.of(("oncall",), ("oncall",))
+    incidents = [PAYMENTS.model_copy(update={"id": f"inc-shared-{n}"}) for n in range(6)]
+
+    def offer(ctx: WorkerContext) -> None:
+        worker = AuditWorker(ctx, tail=None, pipeline=governor.pipeline, approvals=policy)  # type: ignore[arg-type]
+        for incident in incidents:
+            worker.open_replay(ReplayItem(incident=incident, pipeline=governor.pipeline, approvals=policy,
+                                          store=ctx.store))
+
+    offers = [threading.Thread(target=offer, args=(c,)) for c in (ctx_a, ctx_b)]
+    for t in offers:
+        t.start()
+    for t in offers:
+        t.join(30)
+    agents = [AgentWorker(c) for c in (ctx_a, ctx_b)]
+    for a in agents:
+        a.start()
+    try:
+        wait_for(lambda: all(i.state == "PENDING_APPROVAL" for c in (ctx_a, ctx_b) for i in c.board.items()))
+    finally:
+        for c in (ctx_a, ctx_b):
+            c.stop.set()
+        for a in agents:
+            a.join(10)
+    worked = [i.incident.id for c in (ctx_a, ctx_b) for i in c.board.items()]
+    assert sorted(worked) == sorted(i.id for i in incidents)  # each by exactly one governor
+    decisions = [r["incident_id"] for r in audit.records["gate_decisions"]] if "gate_decisions" in audit.records else \
+        [r["incident_id"] for r in audit.records["workflow_events"] if r.get("kind") == "gate_decision"]
+    assert sorted(decisions) == sorted(i.id for i in incidents)

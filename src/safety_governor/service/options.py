@@ -87,6 +87,8 @@ def add_mode_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=24.0, metavar="N",
                         help="simulated requests per second (default 24)")
     parser.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    parser.add_argument("--read-only", action="store_true",
+                        help="a viewer of a store another governor works: telemetry only, no lock, no writes")
 
 
 def _positive(value: float | None, name: str) -> None:
@@ -102,7 +104,8 @@ def options_from_args(args: argparse.Namespace, *, tui: bool) -> Options:
         raise InputError(f"--hold cannot be negative, got {args.hold:g}")
     return Options(mode=args.mode, autopilot=args.autopilot, duration=args.duration, tui=tui,
                    scenarios=tuple(Path(p) for p in args.scenario), storyline=args.storyline,
-                   hold_seconds=args.hold, pause_seconds=args.pause_timeout, rate=args.rate, seed=args.seed)
+                   hold_seconds=args.hold, pause_seconds=args.pause_timeout, rate=args.rate, seed=args.seed,
+                   read_only=args.read_only)
 
 
 def setup_logging(output_dir: Path) -> logging.Handler | None:

@@ -45,6 +45,7 @@ from .durability import resume
 from .events import TERMINAL_STATES, EventBus, Integration, IntegrationsUpdated
 from .logtail import open_log_tail
 from .records import kb_metrics
+from .store_lock import StoreLock
 from .telemetry import STORYLINES, TrafficSimulator
 from .telemetry_workers import AuditWorker, LogsWorker, ReplayItem
 from .worker import Worker, WorkerConfig, WorkerContext
@@ -79,6 +80,7 @@ class Options:
         rate: simulated requests per second.
         seed: the simulation's random seed.
         prefill_seconds: steady traffic written before the start, as the detector's baseline.
+        read_only: a viewer: shows the store's telemetry, takes no lock, writes nothing.
     """
 
     mode: str = "fast"
@@ -92,6 +94,7 @@ class Options:
     rate: float = 24.0
     seed: int = 7
     prefill_seconds: float = 150.0
+    read_only: bool = False
 
     def worker_config(self) -> WorkerConfig:
         present = self.mode == "present"
@@ -151,10 +154,22 @@ class Runtime:
         live = options.mode == "live"
         if not live:
             settings = offline_settings(settings)
-        store = open_store(settings) if live else SQLiteStore(settings.resolved_store_path)
-        closables.append(store)
+        viewer = options.read_only
+        if viewer and options.scenarios:
+            raise InputError("--read-only watches a store; it cannot replay scenarios")
+        # One active governor per embedded store file; a viewer only reads, so it takes no lock.
+        lock = None if live or viewer else StoreLock(settings.resolved_store_path)
         try:
-            if not live:
+            store = open_store(settings) if live else SQLiteStore(settings.resolved_store_path)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        closables.append(store)
+        if lock is not None:
+            closables.append(lock)  # released last, after the store is closed
+        try:
+            if not live and not viewer:
                 knowledge = load_knowledge_file(settings.data_dir / "sample_data.json")
                 seed_store(store, {**knowledge, "logs": [], "incidents": []}, source=str(settings.data_dir))
             governor = build(settings, store=store, tool_transport="mcp-inprocess")
@@ -171,15 +186,15 @@ class Runtime:
                     start()
             else:
                 if tickets is None:
-                    tickets = LocalTickets(":memory:" if replaying else settings.resolved_store_path)
+                    tickets = LocalTickets(":memory:" if replaying or viewer else settings.resolved_store_path)
                 if channel is None:
-                    channel = local_inbox(None if replaying else store, audit=governor.audit)
+                    channel = local_inbox(None if replaying or viewer else store, audit=governor.audit)
                 approvals = ApprovalPolicy.of(settings.approvers, settings.overriders)
             for resource in (channel, tickets):
                 if callable(getattr(resource, "close", None)):
                     closables.insert(0, resource)
             world = None
-            if not live:
+            if not live and not viewer:
                 storyline = STORYLINES["none" if replaying else options.storyline]
                 world = TrafficSimulator(store, rate=options.rate, storyline=storyline, seed=options.seed,
                                          time_scale=1.6 if options.mode == "present" else 1.0)
@@ -204,6 +219,8 @@ class Runtime:
                                        replays=replays)
             workers: list[threading.Thread] = [LogsWorker(ctx, logs_tail), audit_worker, AgentWorker(ctx),
                                                SlackWorker(ctx)]
+            if viewer:  # the telemetry only: a viewer opens, works and answers nothing
+                workers = workers[:1]
             if world is not None:
                 workers.insert(0, TrafficWorker(ctx, world))
             if (options.autopilot or scripts) and hasattr(channel, "push"):
@@ -248,6 +265,8 @@ class Runtime:
         if isinstance(self.store, SQLiteStore):
             store_detail = (f"{Path(self.store.path).name} · {counts.get('runbooks', 0)} runbooks · "
                             f"{counts.get('evidence', 0)} evidence")
+        if self.options.read_only:
+            store_detail += " · read-only viewer"
         tickets_ok, tickets_detail = ready(self.tickets)
         channel_ok, channel_detail = ready(self.inbox)
         channel = str(getattr(self.inbox, "name", "?")) + (" + autopilot" if self.options.autopilot else "")
@@ -278,7 +297,8 @@ class Runtime:
 
     def start(self) -> None:
         self.started = time.monotonic()
-        self.resume()
+        if not self.options.read_only:
+            self.resume()
         for worker in self.workers:
             worker.start()
 
@@ -300,7 +320,7 @@ class Runtime:
                 worker.join(max(0.0, deadline - time.monotonic()))
 
     def close(self) -> None:
-        for c in self._closables:
+        for c in list(self._closables):
             try:
                 c.close()
             except Exception:  # closing is best effort; the audit trail is already flushed

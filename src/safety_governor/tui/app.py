@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
 def initial_state(runtime: Runtime) -> DashboardState:
     o = runtime.options
     flags = tuple(f for f, on in (("autopilot", o.autopilot), ("replay", bool(o.scenarios)),
-                                  ("no faults", o.storyline == "none" and not o.scenarios)) if on)
+                                  ("no faults", o.storyline == "none" and not o.scenarios),
+                                  ("read-only", o.read_only)) if on)
     now = datetime.now(UTC)
     return DashboardState(mode=o.mode, started_at=now, now=now, flags=flags, user=runtime.settings.local_user)
 
