@@ -334,6 +334,64 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK if all(c.ok for c in checks) else EXIT_FAILED
 
 
+def _overrider(settings: Settings, what: str) -> str:
+    """Who runs a guardrail switch: the local user (``GOVERNOR_LOCAL_USER``, never a name typed
+    on the command line), who must be a configured overrider."""
+    user = settings.local_user.strip()
+    if user not in settings.overriders:
+        raise InputError(f"{user} is not a configured overrider (GOVERNOR_OVERRIDERS): {what} refused")
+    return user
+
+
+def cmd_freeze(args: argparse.Namespace) -> int:
+    """The kill switch: on (with a reason), off, or status."""
+    from .bootstrap import open_audit, open_store
+    from .guardrails import freeze_status, set_freeze
+
+    settings = _settings(args)
+    if args.action == "on" and not (args.reason or "").strip():
+        raise InputError('freeze on needs --reason "why" (it is shown to everyone the freeze stops)')
+    user = _overrider(settings, f"freeze {args.action}") if args.action != "status" else settings.local_user
+    store = open_store(settings)
+    try:
+        if args.action == "status":
+            event = freeze_status(store)
+        else:
+            event = set_freeze(store, open_audit(settings), on=args.action == "on", by=user,
+                               reason=(args.reason or "").strip())
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"frozen": bool(event and event.get("on")), "last": event}, indent=2, default=str))
+    elif event and event.get("on"):
+        print(f"FROZEN since {event.get('at')} by {event.get('by')}: {event.get('reason')}. Nothing executes "
+              "automatically; only FORCE_OVERRIDE runs anything.")
+    else:
+        last = f" (switched off {event.get('at')} by {event.get('by')})" if event else ""
+        print(f"not frozen{last}")
+    return EXIT_OK
+
+
+def cmd_breaker(args: argparse.Namespace) -> int:
+    """Close a service's circuit breaker after failed verifications."""
+    from .bootstrap import open_audit, open_store
+    from .guardrails import reset_breaker
+
+    settings = _settings(args)
+    if not args.service.strip():
+        raise InputError("breaker reset needs a SERVICE")
+    user = _overrider(settings, f"breaker reset {args.service}")
+    store = open_store(settings)
+    try:
+        event = reset_breaker(store, open_audit(settings), service=args.service.strip(), by=user,
+                              reason=(args.reason or "").strip())
+    finally:
+        store.close()
+    print(f"circuit breaker for {event['service']} reset by {user}: failed verifications before "
+          f"{event['at']} no longer count")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m safety_governor",
@@ -454,6 +512,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", metavar="DIR", help="folder or file (default: the output folder)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("freeze", help="the kill switch: freeze on --reason ... | off | status",
+                       description="While frozen nothing executes automatically (gate rule 'frozen'), "
+                                   "approvals other than FORCE_OVERRIDE run nothing, and every governor on the "
+                                   "same store sees it. on/off: configured overriders only, audited. Example: "
+                                   'python -m safety_governor freeze on --reason "db migration in progress"')
+    p.add_argument("action", choices=("on", "off", "status"))
+    p.add_argument("--reason", help="why (required for on)")
+    p.add_argument("--store", help="embedded store file (default: output/governor.db)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_freeze)
+
+    p = sub.add_parser("breaker", help="reset a service's circuit breaker: breaker reset SERVICE",
+                       description="After failed verifications on a service the gate blocks its automatic "
+                                   "executions (rule 'circuit_open') until an overrider resets it. Audited. "
+                                   "Example: python -m safety_governor breaker reset payments-api")
+    p.add_argument("action", choices=("reset",))
+    p.add_argument("service", metavar="SERVICE")
+    p.add_argument("--reason", help="why")
+    p.add_argument("--store", help="embedded store file (default: output/governor.db)")
+    p.set_defaults(func=cmd_breaker)
     return parser
 
 

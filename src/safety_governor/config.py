@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError, InputError
+from .guardrails import GuardrailConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GATE_POLICY_PATH = PROJECT_ROOT / "config" / "gate_policy.json"
@@ -55,6 +56,8 @@ class GatePolicy(BaseModel):
     execute_confidence_floor: float = Field(5.0, ge=0, le=10)
     # A human reply answers one decision for this long; then the wait closes as expired.
     approval_ttl_seconds: int = Field(1800, ge=1)
+    # Kill switch, freeze windows, rate limits, circuit breaker (issue 11): in the hashed config.
+    guardrails: GuardrailConfig = Field(default_factory=GuardrailConfig)
 
     @cached_property
     def config_hash(self) -> str:

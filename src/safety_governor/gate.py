@@ -14,6 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from .config import GatePolicy
 from .models import (
@@ -23,6 +24,7 @@ from .models import (
     GateFacts,
     GateOutput,
     GateReason,
+    GuardrailState,
     Incident,
     PlanOutput,
     StressOutput,
@@ -208,6 +210,70 @@ def rule_knowledge_unavailable(g: GateInputs) -> GateReason | None:
     )
 
 
+# --- guardrails (issue 11): what the operators allow now, read by Python from the store --------
+
+
+def _since_text(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return ""
+    minutes = max(0.0, (now - at).total_seconds() / 60)
+    return f"{minutes:.0f} min ago"
+
+
+def guardrail_reasons(state: GuardrailState | None, service: str, action: str | None,
+                      policy: GatePolicy) -> list[GateReason]:
+    """The guardrail rules, each with its rule id: ``frozen`` (kill switch), ``change_freeze``
+    (a freeze window covers now), ``rate_limited`` (per-service or global automatic executions in
+    the last hour, or the cooldown after any execution), ``circuit_open`` (K failed verifications
+    on the service within the breaker window since its last reset, or this action already failed
+    verification for this incident). An unreadable state blocks (``knowledge_unavailable``)."""
+    if state is None:
+        return []
+    limits = policy.guardrails
+    if state.unreadable or state.now is None:
+        return [GateReason(rule_id="knowledge_unavailable",
+                           message=f"Guardrail state unreadable ({state.unreadable or 'no clock'}): blocked, "
+                                   "missing state is not permission")]
+    now = state.now
+    reasons: list[GateReason] = []
+    if state.frozen:
+        by = f" by {state.frozen_by}" if state.frozen_by else ""
+        when = f" {_since_text(state.frozen_at, now)}" if state.frozen_at else ""
+        reasons.append(GateReason(rule_id="frozen", message=(
+            f"Kill switch on (set{by}{when}: {state.frozen_reason or 'no reason given'}): nothing runs "
+            "automatically and only FORCE_OVERRIDE runs anything")))
+    windows = [w.describe() for w in limits.freeze_windows if w.applies_to(service) and w.covers(now)]
+    if windows:
+        reasons.append(GateReason(rule_id="change_freeze", message=(
+            f"Change freeze for {service}: inside {', '.join(windows)}; only FORCE_OVERRIDE runs anything")))
+    rate: list[str] = []
+    if state.service_automatic_executions >= limits.max_executions_per_service_per_hour:
+        rate.append(f"{state.service_automatic_executions} automatic executions on {service} in the last hour "
+                    f"(limit {limits.max_executions_per_service_per_hour})")
+    if state.automatic_executions >= limits.max_executions_per_hour:
+        rate.append(f"{state.automatic_executions} automatic executions on all services in the last hour "
+                    f"(limit {limits.max_executions_per_hour})")
+    last = state.last_service_execution_at
+    if last is not None and now - last < timedelta(minutes=limits.cooldown_minutes):
+        rate.append(f"an execution on {service} {_since_text(last, now)} (cooldown {limits.cooldown_minutes:g} min)")
+    if rate:
+        reasons.append(GateReason(rule_id="rate_limited", message="Rate limited: " + "; ".join(rate)))
+    breaker: list[str] = []
+    failures, k = state.failed_verifications_at, limits.breaker_failures
+    window = timedelta(minutes=limits.breaker_window_minutes)
+    if any(failures[i + k - 1] - failures[i] <= window for i in range(len(failures) - k + 1)):
+        breaker.append(f"{len(failures)} failed verifications on {service} since "
+                       f"{'its last reset' if state.breaker_reset_at else 'records began'} ({k} within "
+                       f"{limits.breaker_window_minutes:g} min trip it); reset: "
+                       f"python -m safety_governor breaker reset {service}")
+    if state.failed_same_action and action:
+        breaker.append(f"{action} already failed verification for this incident and never runs again "
+                       "on its own for it")
+    if breaker:
+        reasons.append(GateReason(rule_id="circuit_open", message="Circuit open: " + "; ".join(breaker)))
+    return reasons
+
+
 RULES: tuple[Rule, ...] = (
     rule_invalid_output,
     rule_policy_conflict,
@@ -222,6 +288,10 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+# While the kill switch is on or a change freeze holds, only an overrider's FORCE_OVERRIDE runs.
+OVERRIDE_ONLY_RULES = frozenset({"frozen", "change_freeze"})
+
+
 def approval_required(
     rule_ids: list[str], incident: Incident, confidence: float, policy: GatePolicy
 ) -> ApprovalRequired:
@@ -232,7 +302,8 @@ def approval_required(
         return "none"
     if "forbidden_action" in rule_ids:
         return "forbidden"
-    if incident.severity == "critical" or confidence < policy.refusal_confidence_threshold:
+    if (incident.severity == "critical" or confidence < policy.refusal_confidence_threshold
+            or OVERRIDE_ONLY_RULES.intersection(rule_ids)):
         return "force_override"
     return "approve"
 
@@ -270,7 +341,8 @@ def decide(
     initial, final = final_confidence(plan, stress, policy)
     inputs = GateInputs(plan, stress, compress, incident, policy, facts, final)
     reasons = [r for rule in RULES if (r := rule(inputs))]
-    rule_ids = [r.rule_id for r in reasons]
+    reasons += guardrail_reasons(facts.guardrails, incident.service, plan.proposed_action if plan else None, policy)
+    rule_ids = list(dict.fromkeys(r.rule_id for r in reasons))
     cautions = []
     if stress.ungrounded_citations:
         cautions.append(

@@ -40,6 +40,10 @@ RuleId = Literal[
     "forbidden_action",
     "low_confidence",
     "knowledge_unavailable",
+    "frozen",
+    "change_freeze",
+    "rate_limited",
+    "circuit_open",
 ]
 NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 # An agent's confidence: a JSON number 0-10. Strict, so ``true`` or ``"10"`` is invalid output,
@@ -83,6 +87,27 @@ class Incident(_Model):
         # An incident is free text from logs and people: a pasted token stops here, before the
         # store, the ticket, the approval request or the audit trail sees it.
         return redact_text(value) if value else value
+
+
+class GuardrailState(_Model):
+    """What the guardrails looked like for one incident when the gate decided: read by Python
+    from the store (``guardrails.read_state``); the gate compares it with the policy's limits.
+    ``now`` is part of the facts, so the same facts give the same decision."""
+
+    # When the state was read; the gate's clock for windows and cooldowns. Not serialised, so
+    # the same guardrail state gives the same decision id whenever it is read.
+    now: datetime | None = Field(default=None, exclude=True)
+    frozen: bool = False
+    frozen_by: str | None = None
+    frozen_reason: str | None = None
+    frozen_at: datetime | None = None
+    service_automatic_executions: int = 0  # on the incident's service in the last hour
+    automatic_executions: int = 0  # on every service in the last hour
+    last_service_execution_at: datetime | None = None  # any execution, automatic or approved
+    failed_verifications_at: list[datetime] = Field(default_factory=list)  # on the service, since its last reset
+    breaker_reset_at: datetime | None = None
+    failed_same_action: bool = False  # this incident's proposed action already failed verification
+    unreadable: str | None = None  # the store could not answer: the gate blocks
 
 
 class PlanOutput(_Model):
@@ -231,6 +256,9 @@ class GateFacts(_Model):
 
     action: ActionFacts | None = None
     knowledge: KnowledgeFacts = Field(default_factory=KnowledgeFacts)
+    # The kill switch, executions, failed verifications read from the store (issue 11); ``None``
+    # when the caller has no guardrail state to offer (a bare gate call): no guardrail rule runs.
+    guardrails: GuardrailState | None = None
 
 
 class GateReason(_Model):

@@ -20,6 +20,7 @@ from .approvals import ApprovalPolicy, ApprovalSession, refusal_explanation
 from .catalogue import ActionCatalogue
 from .config import GatePolicy, describe_validation_error
 from .errors import AuditWriteError, ExecutionRefused, GovernorError, StoreError
+from .guardrails import read_state as read_guardrails
 from .incident_state import NO_EXECUTION_STATES, current_state, record_state
 from .learning import RunbookWriter, learn_runbook
 from .grounding import Grounder
@@ -29,6 +30,7 @@ from .models import (
     FrameworkScores,
     GateFacts,
     GateOutput,
+    GuardrailState,
     Incident,
     KnowledgeFacts,
     PlanOutput,
@@ -260,7 +262,19 @@ class ReliabilityLayerAgent:
             except GovernorError as exc:
                 problems.append(f"the {index} index is unreadable ({exc})")
         action = catalogue.facts(plan.proposed_action, incident.service) if plan is not None else None
-        return GateFacts(action=action, knowledge=KnowledgeFacts(problems=problems))
+        return GateFacts(action=action, knowledge=KnowledgeFacts(problems=problems),
+                         guardrails=self.guardrail_state(incident, plan.proposed_action if plan else None))
+
+    def guardrail_state(self, incident: Incident, action: str | None) -> GuardrailState:
+        """The kill switch, executions, failed verifications and breaker resets for this
+        incident's service, read from the store now; a store that cannot answer gives a state
+        the gate blocks on."""
+        now = _now()
+        try:
+            return read_guardrails(self.store, incident.service, incident_id=incident.id,
+                                   action=normalise_action(action or ""), config=self.policy.guardrails, now=now)
+        except (GovernorError, AttributeError) as exc:
+            return GuardrailState(now=now, unreadable=f"{type(exc).__name__}: {exc}")
 
     # --- audit, approvals, execution --------------------------------------------------------
 
@@ -336,11 +350,26 @@ class ReliabilityLayerAgent:
           approved or overrode knowingly) does not stop it again.
         * An incident recorded as ``rejected`` or ``resolved`` meanwhile (``incident_state``
           events, or a REJECT from any channel) stops it.
+        * The guardrails, read again: the kill switch or a change freeze stops everything but a
+          FORCE_OVERRIDE; a guardrail the gate did not report (the breaker tripped, the rate
+          limit filled, another governor executed meanwhile) stops it, as a new policy does.
         * A store that cannot answer stops it (fail closed).
         """
         return self._recheck(a)[0]
 
-    def _recheck(self, a: Assessment) -> tuple[list[str], str | None]:
+    def _recheck_guardrails(self, a: Assessment, session: ApprovalSession | None) -> list[str]:
+        state = self.guardrail_state(a.incident, a.gate.proposed_action)
+        overridden = session is not None and session.override_reason is not None
+        reasons = []
+        for r in gate_rules.guardrail_reasons(state, a.incident.service, a.gate.proposed_action, self.policy):
+            if r.rule_id in gate_rules.OVERRIDE_ONLY_RULES:
+                if not overridden:
+                    reasons.append(f"{r.rule_id}: {r.message}")
+            elif r.rule_id == "knowledge_unavailable" or r.rule_id not in a.gate.rule_ids:
+                reasons.append(f"{r.rule_id}: {r.message}")
+        return reasons
+
+    def _recheck(self, a: Assessment, session: ApprovalSession | None = None) -> tuple[list[str], str | None]:
         action = normalise_action(a.gate.proposed_action or "")
         try:
             conflicts = [str(p["id"]) for p in
@@ -355,6 +384,7 @@ class ReliabilityLayerAgent:
                            f"{a.incident.severity} (added after the gate decided)")
         if state in NO_EXECUTION_STATES:
             reasons.append(f"incident {a.incident.id} was {state} meanwhile")
+        reasons += self._recheck_guardrails(a, session)
         return reasons, state
 
     def execute(
@@ -367,7 +397,7 @@ class ReliabilityLayerAgent:
         unless it was rejected or resolved)."""
         if not session.may_execute or session.authorised_by is None:
             return None
-        blocked, state = self._recheck(a)
+        blocked, state = self._recheck(a, session)
         if blocked:
             event = {"kind": "execution_recheck_blocked", "incident_id": a.incident.id,
                      "decision_id": a.gate.decision_id, "action": a.gate.proposed_action,

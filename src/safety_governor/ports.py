@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -23,6 +23,17 @@ class SearchHit(BaseModel):
     id: str
     score: float
     source: dict[str, Any]
+
+
+def event_time(doc: Mapping[str, Any]) -> datetime:
+    """An event record's ``at`` as an aware UTC datetime (the earliest time when unreadable, so
+    a record without a time never counts as recent)."""
+    value = doc.get("at")
+    try:
+        at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 @runtime_checkable
@@ -111,6 +122,20 @@ class Store(Protocol):
         only one incident's (the execute-time re-check reads the incident's state from them) and
         only of the given ``kind`` (exact match; a sequence means "any of"). The approval
         bookkeeping (``approval_state``) reads its own kinds across incidents this way."""
+        ...
+
+    def recent_events(
+        self,
+        index: str,
+        *,
+        kind: FilterValue | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Records of ``workflow_events`` or ``action_executions``, newest first, optionally only
+        of the given ``kind`` and only those whose ``at`` is at or after ``since``; at most
+        ``limit``. The guardrails read their state this way (the last kill-switch record, the
+        executions of the last hour), so every governor on the same store sees the same state."""
         ...
 
     def claim_incident(self, incident: Incident, owner: str) -> bool:

@@ -6,7 +6,8 @@ A scenario file is JSON::
      "knowledge"?: {"runbooks","evidence","policies","logs","actions"},
      "replace_knowledge"?: bool, "agent"?: {"plan": object|string, "stress": object|string},
      "approvers"?: {"approve": [users], "override": [users]}, "approvals"?: [{"user","text"}],
-     "expect"?: {"decision", "executed", "rules", "approve_refused", "approval_required"}}
+     "expect"?: {"decision", "executed", "rules", "approve_refused", "approval_required"},
+     "guardrails"?: {"frozen", "executions", "failed_verifications", "freeze_windows"}}
 
 A file holding only an incident object is a scenario too. ``agent`` replies are what an LLM
 returned; a phase without one is answered by the offline agent. ``knowledge.actions`` are
@@ -17,6 +18,7 @@ which replaces the document indices only).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,12 @@ from .agents.scripted import ScriptedAgent
 from .approvals import ApprovalPolicy
 from .bootstrap import build
 from .catalogue import ActionCatalogue, parse_entries
-from .config import Settings, describe_validation_error
+from .config import GatePolicy, Settings, describe_validation_error, load_gate_policy
 from .errors import InputError
+from .guardrails import AUTOMATIC, FREEZE_KIND, VERIFICATION_KIND, FreezeWindow
 from .knowledge import load_knowledge_file, merge_knowledge, read_json, seed_store, validate_knowledge
 from .models import ApprovalRequired, Decision, Incident, RuleId
-from .ports import AuditSink
+from .ports import AuditSink, Store
 
 
 class ScenarioReply(BaseModel):
@@ -63,6 +66,40 @@ class ScenarioAgent(BaseModel):
     stress: dict[str, Any] | str | None = None
 
 
+class ScenarioExecution(BaseModel):
+    """An earlier execution in ``action_executions`` (counts for rate limits and cooldowns)."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: str = Field(min_length=1)
+    action: str = "scenario_prior_action"
+    minutes_ago: float = Field(ge=0)
+    authorised_by: str = AUTOMATIC
+    incident_id: str = "scn-prior"
+    status: str = "dry_run"
+
+
+class ScenarioFailedVerification(BaseModel):
+    """An earlier verification that found the service not recovered (counts for the breaker)."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: str = Field(min_length=1)
+    action: str = Field(min_length=1)
+    minutes_ago: float = Field(ge=0)
+    incident_id: str = "scn-prior"
+
+
+class ScenarioGuardrails(BaseModel):
+    """Guardrail state the scenario's store starts with, and freeze windows for its gate policy."""
+
+    model_config = ConfigDict(extra="forbid")
+    frozen: bool = False
+    frozen_by: str = "oncall"
+    frozen_reason: str = "frozen by the scenario"
+    executions: list[ScenarioExecution] = Field(default_factory=list)
+    failed_verifications: list[ScenarioFailedVerification] = Field(default_factory=list)
+    freeze_windows: list[FreezeWindow] = Field(default_factory=list)
+
+
 class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,6 +112,7 @@ class Scenario(BaseModel):
     approvers: ScenarioApprovers | None = None
     approvals: list[ScenarioReply] = Field(default_factory=list)
     expect: ScenarioExpect | None = None
+    guardrails: ScenarioGuardrails | None = None
     path: str | None = None
 
 
@@ -170,6 +208,48 @@ def check_expectations(scenario: Scenario, result: Mapping[str, Any]) -> tuple[b
     return not failures, failures
 
 
+def seed_guardrails(store: Store, guardrails: ScenarioGuardrails, now: datetime | None = None) -> None:
+    """Write the scenario's guardrail state as the governor itself would have recorded it."""
+    now = now or datetime.now(UTC)
+    if guardrails.frozen:
+        store.append_event("workflow_events", {"kind": FREEZE_KIND, "on": True, "by": guardrails.frozen_by,
+                                               "reason": guardrails.frozen_reason, "at": now.isoformat()})
+    for i, e in enumerate(guardrails.executions):
+        at = (now - timedelta(minutes=e.minutes_ago)).isoformat()
+        store.append_event("action_executions", {
+            "kind": "execution", "id": f"exe-scenario-{i}", "execution_id": f"exe-scenario-{i}",
+            "incident_id": e.incident_id, "decision_id": "dec-scenario", "service": e.service, "action": e.action,
+            "mode": "dry_run", "status": e.status, "authorised_by": e.authorised_by, "at": at})
+    for v in guardrails.failed_verifications:
+        store.append_event("workflow_events", {
+            "kind": VERIFICATION_KIND, "incident_id": v.incident_id, "service": v.service, "action": v.action,
+            "resolved": False, "reason": "error rate still above the threshold (scenario)",
+            "at": (now - timedelta(minutes=v.minutes_ago)).isoformat()})
+
+
+def scenario_store(
+    scenario: Scenario, base_knowledge: Mapping[str, list[dict[str, Any]]], settings: Settings
+) -> tuple[SQLiteStore, GatePolicy]:
+    """A fresh in-memory store with the scenario's knowledge and guardrail state, and the gate
+    policy with the scenario's freeze windows."""
+    knowledge = scenario_knowledge(scenario, base_knowledge)
+    policy = load_gate_policy(settings.gate_policy_path)
+    store = SQLiteStore(":memory:")
+    try:
+        seed_store(store, knowledge, source=scenario.path or scenario.name)
+        if scenario.guardrails is not None:
+            seed_guardrails(store, scenario.guardrails)
+            if scenario.guardrails.freeze_windows:
+                windows = [w.model_dump(mode="json", by_alias=True) for w in scenario.guardrails.freeze_windows]
+                raw = policy.model_dump(mode="json")
+                raw["guardrails"]["freeze_windows"] = [*raw["guardrails"]["freeze_windows"], *windows]
+                policy = GatePolicy.model_validate(raw)
+    except BaseException:
+        store.close()
+        raise
+    return store, policy
+
+
 def run_scenario(
     scenario: Scenario,
     base_knowledge: Mapping[str, list[dict[str, Any]]],
@@ -180,15 +260,14 @@ def run_scenario(
 ) -> ScenarioResult:
     """Run one scenario in its own in-memory store (``actions``: the base catalogue, default
     ``data/actions.json``)."""
-    knowledge = scenario_knowledge(scenario, base_knowledge)
     catalogue = scenario_catalogue(scenario, actions if actions is not None else base_catalogue(settings))
-    store = SQLiteStore(":memory:")
+    store, policy = scenario_store(scenario, base_knowledge, settings)
     try:
-        seed_store(store, knowledge, source=scenario.path or scenario.name)
         offline = OfflineAgent(model=settings.agent_model)
         replies = scenario.agent.model_dump(exclude_none=True) if scenario.agent else {}
         agent = ScriptedAgent(replies, fallback=offline) if replies else offline
-        governor = build(settings, store=store, agent=agent, audit=audit or MemoryAudit(), actions=catalogue)
+        governor = build(settings, store=store, agent=agent, audit=audit or MemoryAudit(), actions=catalogue,
+                         policy=policy)
         approvers = scenario.approvers or ScenarioApprovers(
             approve=list(settings.approvers), override=list(settings.overriders)
         )

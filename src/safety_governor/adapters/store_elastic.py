@@ -34,7 +34,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,7 @@ from elasticsearch import (
 from ..config import ELASTIC_INDEXES, PROJECT_ROOT
 from ..errors import InputError, StoreError, StoreUnavailable
 from ..models import LogSummary
-from ..ports import FilterValue, Readiness, SearchHit
+from ..ports import FilterValue, Readiness, SearchHit, event_time
 from ..redaction import redact_url
 from .elastic_logs import RESPONSE_CODE_FIELD, RESPONSE_CODE_SCRIPT, LogService, log_stats_request, log_summary
 from .elastic_wire import BulkWriteError, error_reason, error_type, response_body, short, translate_errors
@@ -369,6 +369,29 @@ class ElasticStore(ElasticWrites):
             except (ApiError, TransportError):
                 pass  # it expires by itself after PIT_KEEP_ALIVE
         return out[:limit]
+
+    def recent_events(
+        self,
+        index: str,
+        *,
+        kind: FilterValue | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Events newest first (``sg_seq`` descending), optionally of some kinds and with ``at``
+        at or after ``since`` (a ``range`` on the mapped ``at`` date)."""
+        self._check_index(index, EVENT_INDICES)
+        clauses: list[dict[str, Any]] = []
+        if kind is not None:
+            kinds = [kind] if isinstance(kind, str) else list(kind)
+            clauses.append({"terms": {"kind": kinds}} if kinds else {"match_none": {}})
+        if since is not None:
+            clauses.append({"range": {"at": {"gte": since.astimezone(UTC).isoformat()}}})
+        sort = [{SEQ_FIELD: {"order": "desc", "unmapped_type": "long"}},
+                {"id": {"order": "desc", "unmapped_type": "keyword"}}]
+        found = self._scan(index, {"bool": {"filter": clauses}}, sort, int(limit), f"read {index}")
+        docs = [without_seq(source) for source in found]
+        return docs if since is None else [d for d in docs if event_time(d) >= since]
 
     def count(self, index: str, filters: Mapping[str, FilterValue] | None = None) -> int:
         self._check_index(index)

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import InputError, StoreError, StoreUnavailable
 from ..knowledge import log_id
 from ..models import Incident, LogSummary
-from ..ports import FilterValue, SearchHit
+from ..ports import FilterValue, SearchHit, event_time
 
 SEARCH_INDICES = ("runbooks", "evidence", "policies", "incidents")
 EVENT_INDICES = ("workflow_events", "action_executions")
@@ -417,6 +417,31 @@ class SQLiteStore:
         where = " AND ".join(clauses) or "1"
         rows = self._execute(f"SELECT body FROM {index} WHERE {where} ORDER BY rowid LIMIT ?", [*params, limit])
         return [json.loads(r[0]) for r in rows]
+
+    def recent_events(
+        self,
+        index: str,
+        *,
+        kind: FilterValue | None = None,
+        since: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Events newest first, optionally of some kinds and at or after ``since``."""
+        self._check_index(index, EVENT_INDICES)
+        clauses: list[str] = []
+        params: list[Any] = []
+        if kind is not None:
+            kinds = [kind] if isinstance(kind, str) else list(kind)
+            clauses.append(f"kind IN ({', '.join('?' for _ in kinds)})" if kinds else "0")
+            params.extend(kinds)
+        if since is not None:
+            # ``at`` is ISO text ('+00:00' or 'Z'): a second's slack in SQL, the exact cut below.
+            clauses.append("at >= ?")
+            params.append((since.astimezone(UTC) - timedelta(seconds=1)).isoformat())
+        where = " AND ".join(clauses) or "1"
+        rows = self._execute(f"SELECT body FROM {index} WHERE {where} ORDER BY rowid DESC LIMIT ?", [*params, limit])
+        docs = [json.loads(r[0]) for r in rows]
+        return docs if since is None else [d for d in docs if event_time(d) >= since]
 
     def count(self, index: str, filters: Mapping[str, FilterValue] | None = None) -> int:
         self._check_index(index)

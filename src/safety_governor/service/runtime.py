@@ -353,7 +353,7 @@ def scenario_replays(
     auditing into the dashboard's trail; the scenario's approvals become scripted replies."""
     from ..agents.offline import OfflineAgent
     from ..agents.scripted import ScriptedAgent
-    from ..replay import base_catalogue, load_scenario, scenario_catalogue, scenario_files, scenario_knowledge
+    from ..replay import base_catalogue, load_scenario, scenario_catalogue, scenario_files, scenario_store
 
     scenarios = [load_scenario(p) for p in scenario_files(paths)]
     if not scenarios:
@@ -368,14 +368,13 @@ def scenario_replays(
         seen[incident.id] = seen.get(incident.id, 0) + 1
         if seen[incident.id] > 1:  # two scenarios may reuse an incident id; the queue needs distinct ones
             incident = incident.model_copy(update={"id": f"{incident.id}-{seen[incident.id]}"})
-        store = SQLiteStore(":memory:")
+        store, gate_policy = scenario_store(scenario, base, settings)  # knowledge and guardrail state
         closables.append(store)
-        seed_store(store, scenario_knowledge(scenario, base), source=scenario.path or scenario.name)
         offline = OfflineAgent(model=settings.agent_model)
         replies = scenario.agent.model_dump(exclude_none=True) if scenario.agent else {}
         agent = ScriptedAgent(replies, fallback=offline) if replies else offline
         isolated = build(settings, store=store, agent=agent, audit=governor.audit,
-                         actions=scenario_catalogue(scenario, actions))
+                         actions=scenario_catalogue(scenario, actions), policy=gate_policy)
         approvers = scenario.approvers
         policy = ApprovalPolicy.of(approvers.approve, approvers.override) if approvers else \
             ApprovalPolicy.of(settings.approvers, settings.overriders)
