@@ -31,6 +31,8 @@ BREAKER_RESET_KIND = "guardrail_breaker_reset"
 VERIFICATION_KIND = "verification"
 AUTOMATIC = "gate"  # ``authorised_by`` of an execution nobody approved
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DAY_NAMES = {**{d: d for d in DAYS}, **{full: full[:3] for full in (
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")}}
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
 
 
@@ -62,11 +64,13 @@ class FreezeWindow(BaseModel):
     @field_validator("days", mode="before")
     @classmethod
     def _days(cls, value: Any) -> Any:
-        days = tuple(str(d).strip().lower()[:3] for d in value) if isinstance(value, (list, tuple)) else value
-        bad = [d for d in days if d not in DAYS] if isinstance(days, tuple) else []
+        if not isinstance(value, (list, tuple)):
+            return value
+        names = [str(d).strip().lower() for d in value]
+        bad = [d for d in names if d not in _DAY_NAMES]
         if bad:
-            raise ValueError(f"unknown day(s) {', '.join(bad)} (expected {', '.join(DAYS)})")
-        return days
+            raise ValueError(f"unknown day(s) {', '.join(bad)} (expected {', '.join(DAYS)} or full names)")
+        return tuple(_DAY_NAMES[d] for d in names)
 
     @model_validator(mode="after")
     def _one_shape(self) -> FreezeWindow:
