@@ -4,6 +4,7 @@ re-checked at execute time, switched from the command line by overriders only an
 
 from __future__ import annotations
 
+import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -277,3 +278,57 @@ def test_the_switches_refuse_anyone_who_is_not_an_overrider(shell, capsys, monke
 def test_freeze_on_needs_a_reason(shell, capsys):
     assert cli.main(["freeze", "on"]) == 2
     assert "needs --reason" in capsys.readouterr().err
+
+
+# --- the dashboard: FROZEN in the header, the F key, the watcher -----------------------------------
+
+
+def test_the_header_shows_frozen_with_who_and_why_and_the_f_key_switches_it(tmp_path):
+    from rich.console import Console
+
+    from safety_governor.service.events import FreezeChanged
+    from safety_governor.tui.controller import Controller
+    from safety_governor.tui.panels import HeaderBar
+    from safety_governor.tui.state import DashboardState, KeyPressed
+    from safety_governor.tui.theme import THEME
+
+    calls: list[tuple[bool, str, str]] = []
+
+    def freeze(on: bool, reason: str, user: str) -> str:
+        calls.append((on, reason, user))
+        return f"kill switch {'ON' if on else 'off'} (by {user})"
+
+    controller = Controller(DashboardState(mode="fast", started_at=NOW, now=NOW), user="alice", freeze=freeze)
+    controller.handle([KeyPressed("F"), *[KeyPressed(c) for c in "db"], KeyPressed("space"),
+                       *[KeyPressed(c) for c in "drill"], KeyPressed("enter")])
+    assert calls == [(True, "db drill", "alice")] and controller.state.hint == "kill switch ON (by alice)"
+    controller.handle([FreezeChanged("FROZEN by alice at 17:30 UTC: db drill")])
+    console = Console(record=True, width=140, color_system=None, file=io.StringIO(), theme=THEME)
+    console.print(HeaderBar(controller.snapshot()))
+    assert "FROZEN by alice at 17:30 UTC: db drill" in console.export_text()
+    controller.handle([KeyPressed("F")])  # frozen: F switches it off, no reason asked
+    assert calls[-1] == (False, "", "alice")
+
+
+def test_the_watcher_shows_a_freeze_set_elsewhere_and_the_key_refuses_non_overriders(tmp_path, store):
+    import threading
+
+    from safety_governor.service.board import Board, Counters, Pauser
+    from safety_governor.service.events import EventBus, FreezeChanged
+    from safety_governor.service.guardrail_watch import GuardrailWatch, switch_freeze
+    from safety_governor.service.worker import WorkerConfig, WorkerContext
+
+    bus, audit, stop = EventBus(), MemoryAudit(), threading.Event()
+    ctx = WorkerContext(store=store, tickets=None, channel=None, bus=bus, board=Board(), counters=Counters(),
+                        pauser=Pauser(bus, stop, enabled=False, timeout=1), stop=stop, config=WorkerConfig(), owner="test", audit=audit)
+    watch = GuardrailWatch(ctx, interval=0)
+    set_freeze(store, MemoryAudit(), on=True, by="bob", reason="cli freeze")  # another process
+    watch.step()
+    assert "mallory is not a configured overrider" in switch_freeze(ctx, ("alice",), on=False, reason="",
+                                                                       user="mallory")
+    assert switch_freeze(ctx, ("alice",), on=False, reason="", user="alice") == "kill switch off (by alice)"
+    watch.step()
+    shown = [e.text for e in bus.drain() if isinstance(e, FreezeChanged)]
+    assert shown[0].startswith("FROZEN by bob at ") and shown[0].endswith(" UTC: cli freeze")
+    assert shown[-1] is None
+    assert [e["kind"] for e in audit.records["workflow_events"]] == ["guardrail_freeze"]

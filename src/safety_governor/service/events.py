@@ -193,8 +193,15 @@ class BannerChanged:
     text: str | None
 
 
+@dataclass(frozen=True)
+class FreezeChanged:
+    """The kill switch as the store has it: ``"FROZEN by … : reason"``, or ``None`` when off."""
+
+    text: str | None
+
+
 Event = (IncidentUpdated | TelemetryUpdated | MetricsUpdated | IntegrationsUpdated | IntegrationChanged
-         | WorkerUpdated | Activity | BannerChanged)
+         | WorkerUpdated | Activity | BannerChanged | FreezeChanged)
 
 
 class EventBus:

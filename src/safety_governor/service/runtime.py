@@ -43,6 +43,7 @@ from .board import Board, Counters, Pauser, WorkItem
 from .detection import DetectionConfig
 from .durability import resume
 from .events import TERMINAL_STATES, EventBus, Integration, IntegrationsUpdated
+from .guardrail_watch import GuardrailWatch, switch_freeze
 from .logtail import open_log_tail
 from .records import kb_metrics
 from .store_lock import StoreLock
@@ -218,9 +219,9 @@ class Runtime:
             audit_worker = AuditWorker(ctx, audit_tail, pipeline=governor.pipeline, approvals=approvals,
                                        replays=replays)
             workers: list[threading.Thread] = [LogsWorker(ctx, logs_tail), audit_worker, AgentWorker(ctx),
-                                               SlackWorker(ctx)]
-            if viewer:  # the telemetry only: a viewer opens, works and answers nothing
-                workers = workers[:1]
+                                               SlackWorker(ctx), GuardrailWatch(ctx)]
+            if viewer:  # the telemetry (and the kill switch, read only): a viewer answers nothing
+                workers = [workers[0], workers[-1]]
             if world is not None:
                 workers.insert(0, TrafficWorker(ctx, world))
             if (options.autopilot or scripts) and hasattr(channel, "push"):
@@ -290,6 +291,12 @@ class Runtime:
         except GovernorError as exc:  # the store cannot answer: shown; the waits stay for the next start
             self.context.activity("slack", f"✗ cannot resume the pending approvals: {exc}", level="error")
             return []
+
+    def freeze(self, on: bool, reason: str, user: str) -> str:
+        """The ``F`` key: switch the kill switch (overriders only, audited); returns the hint."""
+        if self.options.read_only:
+            return "a read-only viewer writes nothing: python -m safety_governor freeze on|off"
+        return switch_freeze(self.context, self.settings.overriders, on=on, reason=reason, user=user)
 
     def request_review(self, incident_id: str, user: str) -> None:
         """The ``l`` key: ask the approval loop to approve the incident's learned runbook."""

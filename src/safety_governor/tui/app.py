@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         handler = setup_logging(settings.output_dir)
         runtime = Runtime.build(settings, options)
         controller = Controller(initial_state(runtime), inbox=runtime.inbox, user=settings.local_user,
-                                resume=runtime.pauser.resume, review=runtime.request_review)
+                                resume=runtime.pauser.resume, review=runtime.request_review, freeze=runtime.freeze)
         try:
             code = run_dashboard(runtime, controller) if interactive else run_plain(runtime, controller, out)
         finally:

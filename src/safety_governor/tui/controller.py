@@ -33,12 +33,16 @@ class Controller:
     review: ``(incident_id, user)``: asks for the incident's learned runbook to be approved
         (the ``l`` key; ``None``: not available here).
     clock: wall-clock time for the header.
+    freeze: ``(on, reason, user) -> message``: switches the kill switch (the ``F`` key; ``None``:
+        not available here). Whether the user may is decided behind it.
     """
 
     def __init__(self, state: DashboardState, *, inbox: Any = None, user: str = "oncall",
                  resume: Callable[[], None] | None = None, review: Callable[[str, str], None] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 freeze: Callable[[bool, str, str], str] | None = None) -> None:
         self.state = state
+        self.freeze = freeze
         self.inbox = inbox
         self.user = user
         self.resume = resume
@@ -98,6 +102,8 @@ class Controller:
             self.reply(REPLY_KEYS[key])
         elif key == "l":
             self.approve_runbook()
+        elif key == "F":
+            self.toggle_freeze()
         elif key == "f":
             view = self._answerable()
             if view is not None:
@@ -156,16 +162,29 @@ class Controller:
         self._hint(f"approval of runbook {view.learned} sent as {self.user}")
         return True
 
+    def toggle_freeze(self) -> None:
+        """The ``F`` key: switch the kill switch off, or ask for the reason to switch it on."""
+        if self.freeze is None:
+            self._hint("the kill switch is switched with: python -m safety_governor freeze on|off")
+        elif self.state.frozen:
+            self._hint(self.freeze(False, "", self.user))
+        else:
+            self.state = replace(self.state, prompt=Prompt(incident_id="", label="FREEZE reason", kind="freeze"))
+
     def _prompt_key(self, key: str) -> None:
         prompt = self.state.prompt
         assert prompt is not None
         if key == "esc":
             self.state = replace(self.state, prompt=None)
-            self._hint("override cancelled")
+            self._hint("freeze cancelled" if prompt.kind == "freeze" else "override cancelled")
         elif key == "enter":
             self.state = replace(self.state, prompt=None)
-            view = self.state.incident(prompt.incident_id)
             reason = prompt.text.strip()
+            if prompt.kind == "freeze":
+                if self.freeze is not None:
+                    self._hint(self.freeze(True, reason, self.user))
+                return
+            view = self.state.incident(prompt.incident_id)
             # An empty reason is sent as typed: the core rules answer that a reason is required.
             if view is not None:
                 self.reply(f"FORCE_OVERRIDE {reason}".strip(), view)

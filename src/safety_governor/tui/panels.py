@@ -121,6 +121,8 @@ class HeaderBar:
             text.append(f"  {s.now:%H:%M:%S} UTC  {len(s.incidents)} incidents", style="header")
         else:
             text.append(f"  {s.now:%H:%M:%S} UTC  up {_uptime(s)}  incidents {len(s.incidents)}", style="header")
+        if s.frozen:  # the kill switch outranks everything else on the line
+            text.append(f"  {s.frozen} ", style="header.alert")
         if waiting:
             text.append(f"  {waiting} waiting " if narrow else f"  {waiting} awaiting a human ", style="header.alert")
         if options.max_width > text.cell_len:
@@ -140,7 +142,7 @@ def footer_keys(mode: str, wide: bool) -> tuple[tuple[str, str], ...]:
     present = mode == "present"
     if wide:
         extra = (("l", "runbook" if present else "approve runbook"),) + ((("space", "continue"),) if present else ())
-        return (*KEYS, *extra, ("q", "quit"))
+        return (*KEYS, *extra, ("F", "freeze"), ("q", "quit"))
     return (*KEYS_SHORT, ("spc", "go on") if present else ("l", "runbook"), ("q", "quit"))
 
 

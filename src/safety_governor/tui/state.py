@@ -21,6 +21,7 @@ from ..service.events import (  # noqa: F401  (re-exported: the panels and tests
     BannerChanged,
     Event,
     EventBus,
+    FreezeChanged,
     IncidentUpdated,
     IncidentView,
     Integration,
@@ -42,11 +43,12 @@ from ..service.events import (  # noqa: F401  (re-exported: the panels and tests
 
 @dataclass(frozen=True)
 class Prompt:
-    """An input line the keyboard is typing into (the FORCE_OVERRIDE reason)."""
+    """An input line the keyboard is typing into (the FORCE_OVERRIDE reason, or the freeze reason)."""
 
     incident_id: str
     label: str
     text: str = ""
+    kind: str = "override"  # override | freeze
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class DashboardState:
     workers: tuple[WorkerView, ...] = ()
     activity: tuple[str, ...] = ()
     banner: str | None = None
+    frozen: str | None = None  # the kill switch: "FROZEN by … : reason" (header), None when off
     prompt: Prompt | None = None
     hint: str | None = None
 
@@ -147,6 +150,8 @@ def reduce(state: DashboardState, event: Any) -> DashboardState:
         return replace(state, activity=(*state.activity[-(ACTIVITY_LIMIT - 1):], format_activity(event)))
     if isinstance(event, BannerChanged):
         return replace(state, banner=event.text)
+    if isinstance(event, FreezeChanged):
+        return replace(state, frozen=event.text)
     return state
 
 
