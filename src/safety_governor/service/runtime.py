@@ -220,8 +220,8 @@ class Runtime:
                                        replays=replays)
             workers: list[threading.Thread] = [LogsWorker(ctx, logs_tail), audit_worker, AgentWorker(ctx),
                                                SlackWorker(ctx), GuardrailWatch(ctx)]
-            if viewer:  # the telemetry (and the kill switch, read only): a viewer answers nothing
-                workers = [workers[0], workers[-1]]
+            if viewer:  # the telemetry only: a viewer opens, works and answers nothing
+                workers = workers[:1]
             if world is not None:
                 workers.insert(0, TrafficWorker(ctx, world))
             if (options.autopilot or scripts) and hasattr(channel, "push"):
