@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     load_dotenv()
 
     from safety_governor.config import Settings
-    from safety_governor.errors import ConfigError, GovernorError, InputError
+    from safety_governor.cli import report_failure
+    from safety_governor.errors import GovernorError
     from safety_governor.mcp_serve import serve
 
     try:
@@ -40,12 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = settings.model_copy(update={"store_path": Path(args.store)})
         return serve(settings, http=args.http, host=args.host, port=args.port, path=args.path,
                      environ=os.environ, log_level=args.log_level)
-    except (ConfigError, InputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except GovernorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return report_failure(exc)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def _records(incident: Incident, action: str, *, resolved: bool = True):
                                 decision_id=gate.decision_id, action=action, mode="dry_run", status="dry_run",
                                 preview="[dry-run] …", authorised_by="gate", at=T0)
     verification = VerificationResult(
-        incident_id=incident.id, service=incident.service, action=action, resolved=resolved,
+        incident_id=incident.id, service=incident.service, action=action, resolved=resolved, credited=resolved,
         error_rate_before=0.4, error_rate_after=0.02 if resolved else 0.4, threshold=0.1, window_seconds=10,
         reason="recovered" if resolved else "still failing", started_at=T0, finished_at=T0 + timedelta(seconds=3))
     return gate, execution, verification

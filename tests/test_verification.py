@@ -75,6 +75,28 @@ def test_recovering_traffic_after_the_execution_resolves_the_incident(empty_stor
     assert len(clock.sleeps) == 7
 
 
+def test_a_recovery_that_preceded_the_action_resolves_but_is_not_credited_to_it(empty_store, catalogue):
+    """The service failed, then recovered on its own before the (late) override ran: the clean
+    traffic after the action proves nothing about the action."""
+    traffic(empty_store, "checkout-web", T0 - timedelta(minutes=5), requests=50, errors=40)  # the incident
+    traffic(empty_store, "checkout-web", T0 - timedelta(seconds=30), requests=30, errors=0)  # already healthy
+    clock = FakeTime(T0, on_tick=lambda now: traffic(empty_store, "checkout-web", now, requests=10, errors=0))
+    result = verify_recovery(empty_store, CHECKOUT, action="rollback_last_deploy", catalogue=catalogue,
+                             threshold=0.1, window_seconds=5, poll_interval=1, clock=clock.clock, sleep=clock.sleep)
+    assert result.resolved and not result.credited and result.next_step == "resolve"
+    assert result.error_rate_at_action == 0.0
+    assert "the recovery preceded the action, so it is not credited to it and nothing is learned" in result.reason
+
+
+def test_a_recovery_while_the_errors_were_still_elevated_at_the_action_is_credited(empty_store, catalogue):
+    traffic(empty_store, "checkout-web", T0 - timedelta(seconds=30), requests=30, errors=15)  # still failing
+    clock = FakeTime(T0, on_tick=lambda now: traffic(empty_store, "checkout-web", now, requests=10, errors=0))
+    result = verify_recovery(empty_store, CHECKOUT, action="rollback_last_deploy", catalogue=catalogue,
+                             threshold=0.1, window_seconds=5, poll_interval=1, clock=clock.clock, sleep=clock.sleep)
+    assert result.resolved and result.credited and result.error_rate_at_action == 0.5
+    assert "preceded" not in result.reason
+
+
 def test_errors_that_persist_escalate_and_propose_the_rollback_of_a_reversible_action(empty_store, catalogue):
     clock = FakeTime(T0, on_tick=lambda now: traffic(empty_store, "checkout-web", now, requests=10, errors=5))
     result = verify_recovery(empty_store, CHECKOUT, action="rollback_last_deploy", catalogue=catalogue,
@@ -165,3 +187,18 @@ def test_the_pipeline_escalates_a_failed_recovery_with_the_catalogues_rollback(g
     [event] = [e for e in audit.records["workflow_events"] if e["kind"] == "verification"]
     assert event["next_step"] == "escalate_with_rollback"
     assert governor.pipeline.learn(a, execution, result) is None
+
+
+def test_the_pipeline_does_not_learn_a_runbook_from_a_recovery_that_preceded_the_action(
+    governor, knowledge, store, audit
+):
+    a, execution = _executed(governor, knowledge, "inc-004")
+    traffic(store, "checkout-web", execution.at - timedelta(seconds=20), requests=40, errors=0)
+    clock = FakeTime(execution.at, on_tick=lambda now: traffic(store, "checkout-web", now, requests=10, errors=0))
+    result = governor.pipeline.verify(a, execution, window_seconds=3, poll_interval=1, threshold=0.1,
+                                      clock=clock.clock, sleep=clock.sleep)
+    assert result.resolved and not result.credited and current_state(store, "inc-004") == "resolved"
+    [event] = [e for e in audit.records["workflow_events"] if e["kind"] == "verification"]
+    assert event["credited"] is False and "preceded the action" in event["reason"]
+    assert governor.pipeline.learn(a, execution, result) is None
+    assert not [e for e in audit.records["workflow_events"] if e["kind"] == "runbook_learned"]

@@ -29,7 +29,7 @@ from pydantic import (
 from .config import describe_validation_error
 from .errors import ExecutionRefused, InputError
 from .knowledge import read_json
-from .models import ActionFacts, Automation, GateOutput, Incident, NonEmptyStr, Risk, normalise_action
+from .models import ActionFacts, Automation, GateOutput, Identifier, Incident, NonEmptyText, OptionalIdentifier, Risk, normalise_action
 
 ParamType = Literal["string", "integer", "number", "boolean"]
 # Never automated, whatever the file says is absent: they destroy data or open the front door.
@@ -88,12 +88,12 @@ class CatalogueAction(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: NonEmptyStr
-    description: NonEmptyStr
-    services: list[NonEmptyStr] = Field(min_length=1)
+    id: Identifier
+    description: NonEmptyText
+    services: list[Identifier] = Field(min_length=1)
     parameters: dict[str, ActionParameter] = Field(default_factory=dict)
     reversible: bool
-    rollback_action: str | None = None
+    rollback_action: OptionalIdentifier | None = None
     risk: Risk
     automation: Automation
 

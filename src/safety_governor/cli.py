@@ -17,15 +17,16 @@ from rich.console import Console
 
 from . import __version__
 from .config import Settings
-from .errors import ConfigError, GovernorError, InputError
+from .errors import ConfigError, GovernorError, InputError, StoreCorrupt
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def report_failure(exc: GovernorError) -> int:
-    """An expected failure as one line on stderr; exit 2 for bad usage or input, else 1."""
+    """An expected failure as one line on stderr; exit 2 for bad usage or input (a damaged store
+    file included: the user must move it aside), else 1."""
     print(f"error: {exc}", file=sys.stderr)
-    return EXIT_USAGE if isinstance(exc, (InputError, ConfigError)) else EXIT_FAILED
+    return EXIT_USAGE if isinstance(exc, (InputError, ConfigError, StoreCorrupt)) else EXIT_FAILED
 
 
 def _settings(args: argparse.Namespace) -> Settings:

@@ -85,11 +85,22 @@ def load_gate_policy(path: Path | None = None) -> GatePolicy:
         raise ConfigError(f"{path}: {describe_validation_error(exc)}") from exc
 
 
-def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
-    """One line naming the fields pydantic rejected, e.g. ``field 'service': Field required``."""
+def describe_validation_error(
+    exc: ValidationError, limit: int = 3, *, variables: Mapping[str, str] | None = None
+) -> str:
+    """One line naming the fields pydantic rejected, e.g. ``field 'service': Field required``.
+
+    With ``variables`` (field -> environment variable) it names the variable the user set instead,
+    e.g. ``VERIFY_POLL_SECONDS: Input should be a valid number``; values are never echoed (some
+    are secrets).
+    """
     parts = []
     for err in exc.errors()[:limit]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
+        path = err.get("loc", ())
+        if variables is not None and path:
+            parts.append(f"{variables.get(str(path[0]), str(path[0]))}: {err.get('msg', 'invalid')}")
+            continue
+        loc = ".".join(str(p) for p in path) or "(root)"
         parts.append(f"field '{loc}': {err.get('msg', 'invalid')}")
     more = len(exc.errors()) - limit
     if more > 0:
@@ -271,4 +282,10 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            raise InputError(f"environment: {describe_validation_error(exc)}") from exc
+            variables = {field: var for var, field in simple.items()} | {
+                "approvers": "GOVERNOR_APPROVERS", "overriders": "GOVERNOR_OVERRIDERS",
+                "framework_api_timeout": "FRAMEWORK_API_TIMEOUT", "slack_approvers": "SLACK_APPROVERS",
+                "slack_overriders": "SLACK_OVERRIDERS", "elastic_indices": "ELASTIC_INDEX_<NAME>",
+            }
+            raise InputError(f"environment: {describe_validation_error(exc, variables=variables)}") from exc
+

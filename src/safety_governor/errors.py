@@ -4,7 +4,8 @@
     ├── InputError            bad user input: a file, a field, an argument (CLI exit code 2)
     ├── ConfigError           missing or invalid configuration
     ├── StoreError            the store failed
-    │   └── StoreUnavailable  the store cannot be reached at all
+    │   ├── StoreUnavailable  the store cannot be reached at all
+    │   └── StoreCorrupt      the store file is damaged or not a store (CLI exit code 2)
     ├── AgentBackendError     the agent backend failed or returned nothing usable
     ├── ToolCallError         an MCP/SRE tool call failed
     ├── AuditWriteError       the audit trail could not be written: nothing may execute
@@ -37,6 +38,10 @@ class StoreError(GovernorError):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached."""
+
+
+class StoreCorrupt(StoreError):
+    """The store file is not a database or is damaged; the message names the file and the fix."""
 
 
 class AgentBackendError(GovernorError):

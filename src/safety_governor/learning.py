@@ -91,6 +91,9 @@ def learn_runbook(
     """
     if not verification.resolved:
         raise InputError(f"{incident.id}: not learning from an unverified resolution ({verification.reason})")
+    if not verification.credited:
+        raise InputError(f"{incident.id}: not learning: the recovery is not credited to the action "
+                         f"({verification.reason})")
     if execution.incident_id != incident.id or gate.incident_id != incident.id:
         raise InputError(f"{incident.id}: the execution or decision belongs to another incident")
     action = normalise_action(execution.action)

@@ -50,6 +50,22 @@ NonEmptyStr = Annotated[str, StringConstraints(strip_whitespace=True, min_length
 # never coerced into a confidence.
 Confidence = Annotated[float, Field(strict=True, ge=0, le=10)]
 
+# Every id and free-text field is bounded here, at the model boundary: an unbounded value (a
+# 10-million-character incident id) would otherwise travel into the store, the audit trail, Slack
+# and Jira. The limits are generous for real use; the error names the field and the limit.
+MAX_ID_LENGTH = 200  # ids, services, actions, sources, users
+MAX_TEXT_LENGTH = 4000  # a summary, a claim, a rule, an evidence passage, a log line
+MAX_LONG_TEXT_LENGTH = 20000  # a runbook body, an agent's rationale
+MAX_LIST_LENGTH = 100  # cited ids, symptoms, steps, blocked actions
+Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH)]
+OptionalIdentifier = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_ID_LENGTH)]
+NonEmptyText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_TEXT_LENGTH)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_LENGTH)]
+NonEmptyLongText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_LONG_TEXT_LENGTH)
+]
+LongText = Annotated[str, StringConstraints(max_length=MAX_LONG_TEXT_LENGTH)]
+
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 RULE_IDS: tuple[str, ...] = RuleId.__args__  # type: ignore[attr-defined]
 
@@ -66,13 +82,13 @@ def normalise_action(action: str) -> str:
 class Incident(_Model):
     """An incident the governor is asked to remediate."""
 
-    id: NonEmptyStr
-    service: NonEmptyStr
+    id: Identifier
+    service: Identifier
     severity: Severity
-    summary: NonEmptyStr
-    symptoms: str = ""
-    pattern: str | None = None
-    source: str | None = None
+    summary: NonEmptyText
+    symptoms: Text = ""
+    pattern: Text | None = None
+    source: OptionalIdentifier | None = None
     detected_at: datetime | None = None
     created_at: datetime | None = None
 
@@ -115,11 +131,11 @@ class PlanOutput(_Model):
 
     model_config = ConfigDict(extra="ignore")
 
-    proposed_action: NonEmptyStr
-    rationale: str = ""
-    key_claims: list[NonEmptyStr] = Field(default_factory=list, max_length=20)
+    proposed_action: Identifier
+    rationale: LongText = ""
+    key_claims: list[NonEmptyText] = Field(default_factory=list, max_length=20)
     confidence_initial: Confidence
-    retrieved_context_ids: list[str] = Field(default_factory=list)
+    retrieved_context_ids: list[OptionalIdentifier] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
 
 
 class ClaimReport(_Model):
@@ -127,9 +143,9 @@ class ClaimReport(_Model):
 
     model_config = ConfigDict(extra="ignore")
 
-    claim: str
-    supporting_doc_ids: list[str] = Field(default_factory=list)
-    contradicting_doc_ids: list[str] = Field(default_factory=list)
+    claim: Text
+    supporting_doc_ids: list[OptionalIdentifier] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
+    contradicting_doc_ids: list[OptionalIdentifier] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
 
 
 class StressReport(_Model):
@@ -137,11 +153,11 @@ class StressReport(_Model):
 
     model_config = ConfigDict(extra="ignore")
 
-    claim_results: list[ClaimReport] = Field(default_factory=list)
-    policy_conflicts: list[str] = Field(default_factory=list)
+    claim_results: list[ClaimReport] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
+    policy_conflicts: list[OptionalIdentifier] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
     fabricated_authority_rejected: bool = False
     confidence_post_stress: Confidence | None = None
-    position_after_stress: str = ""
+    position_after_stress: LongText = ""
 
 
 class ClaimEvidence(_Model):
@@ -341,17 +357,17 @@ class RunbookDoc(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: NonEmptyStr
-    service: NonEmptyStr
-    title: NonEmptyStr
-    recommended_action: NonEmptyStr
-    body: NonEmptyStr
-    source: str = "sre-handbook"
-    symptoms: list[str] = Field(default_factory=list)
-    steps: list[str] = Field(default_factory=list)
+    id: Identifier
+    service: Identifier
+    title: NonEmptyText
+    recommended_action: Identifier
+    body: NonEmptyLongText
+    source: OptionalIdentifier = "sre-handbook"
+    symptoms: list[Text] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
+    steps: list[Text] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
     # Learned entries start as pending_review and are not retrievable until approved.
     status: Literal["approved", "pending_review", "revoked"] = "approved"
-    incident_id: str | None = None
+    incident_id: OptionalIdentifier | None = None
 
 
 class EvidenceDoc(BaseModel):
@@ -359,13 +375,13 @@ class EvidenceDoc(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: NonEmptyStr
-    service: NonEmptyStr
+    id: Identifier
+    service: Identifier
     stance: Stance
-    action: str | None = None
-    text: NonEmptyStr
-    source: str = "unknown"
-    incident_id: str | None = None
+    action: OptionalIdentifier | None = None
+    text: NonEmptyText
+    source: OptionalIdentifier = "unknown"
+    incident_id: OptionalIdentifier | None = None
 
 
 class PolicyDoc(BaseModel):
@@ -373,11 +389,11 @@ class PolicyDoc(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    id: NonEmptyStr
-    service: NonEmptyStr
-    blocked_actions: list[str] = Field(default_factory=list)
+    id: Identifier
+    service: Identifier
+    blocked_actions: list[Identifier] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
     severities: list[Severity] = Field(min_length=1)
-    rule: NonEmptyStr
+    rule: NonEmptyText
 
 
 class LogDoc(BaseModel):
@@ -386,12 +402,12 @@ class LogDoc(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     timestamp: datetime
-    service: NonEmptyStr
-    request: str = "/"
+    service: Identifier
+    request: Text = "/"
     response: Annotated[str, StringConstraints(pattern=r"^[1-5][0-9][0-9]$")]
     bytes: int = Field(default=0, ge=0)
-    host: str = ""
-    message: str = ""
+    host: OptionalIdentifier = ""
+    message: Text = ""
 
     @field_validator("response", mode="before")
     @classmethod

@@ -461,8 +461,9 @@ class ReliabilityLayerAgent:
         self, a: Assessment, execution: ExecutionRecord, verification: VerificationResult,
         *, writer: RunbookWriter | None = None,
     ) -> dict[str, Any] | None:
-        """After a verified resolution, index a ``pending_review`` runbook entry; else ``None``."""
-        if not verification.resolved:
+        """After a verified resolution credited to the action, index a ``pending_review`` runbook
+        entry; else ``None`` (a recovery that preceded the action is not learned)."""
+        if not verification.resolved or not verification.credited:
             return None
         # A live agent writes the entry's text; the deterministic text stands in when it can't.
         writer = writer or getattr(self.agent, "write_runbook", None)

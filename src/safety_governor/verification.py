@@ -5,6 +5,11 @@ computes it) of the requests logged *since the execution* falls under the thresh
 least ``min_requests`` requests to judge by. If the window ends first, the incident escalates,
 and for a reversible action the catalogue's rollback action is proposed (never run here).
 
+The recovery is credited to the action (``credited``, which learning requires) only if the
+service was still failing when it ran: when the minute before the execution already shows an
+error rate under the threshold (with ``min_requests`` requests), the incident is resolved but the
+recovery is recorded as having preceded the action, and no runbook is learned from it.
+
 "Since the execution" uses only the ``Store`` port: ``log_stats`` counts ``(now - window, now]``,
 so asking with ``now = executed_at + window`` counts exactly the lines logged after
 ``executed_at`` (nothing is logged in the future). Pure logic plus the port; the clock and the
@@ -30,6 +35,7 @@ DEFAULT_THRESHOLD = 0.10
 DEFAULT_WINDOW_SECONDS = 10.0
 DEFAULT_POLL_SECONDS = 1.0
 BASELINE_MINUTES = 15
+AT_ACTION_MINUTES = 1
 
 
 class VerificationSample(BaseModel):
@@ -48,7 +54,11 @@ class VerificationResult(BaseModel):
     service: str
     action: str
     resolved: bool
+    # False when the service had already recovered before the action ran (or it did not recover):
+    # the recovery is then not the action's doing, and nothing is learned from it.
+    credited: bool = False
     error_rate_before: float | None = None
+    error_rate_at_action: float | None = None  # the minute before the action ran
     error_rate_after: float | None = None
     threshold: float
     window_seconds: float
@@ -117,6 +127,7 @@ class RecoveryWatch:
         self.entry = action if isinstance(action, CatalogueAction) else (catalogue.get(action) if catalogue else None)
         self.action_id = self.entry.id if self.entry else normalise_action(str(action))
         self.before = baseline_error_rate
+        self.at_action: LogSummary | None = None
         self.samples: list[VerificationSample] = []
         # The number of looks is bounded whatever the clock does.
         self.polls = int(max(0.0, window_seconds) // poll_interval) + 1 if poll_interval > 0 else 1
@@ -130,6 +141,11 @@ class RecoveryWatch:
             if self.before is None:
                 self.before = self.store.log_stats(service=service, window_minutes=BASELINE_MINUTES,
                                                    now=self.since).error_rate
+            if self.at_action is None:
+                # Was the service still failing when the action ran? A recovery already under way
+                # cannot be credited to the action (or learned as a runbook for it).
+                self.at_action = self.store.log_stats(service=service, window_minutes=AT_ACTION_MINUTES,
+                                                      now=self.since)
             stats = errors_since(self.store, service, self.since, horizon_seconds=self.window_seconds + 60)
         except StoreError as exc:
             return self._finish(False, f"telemetry unavailable during verification: {exc}")
@@ -154,6 +170,14 @@ class RecoveryWatch:
             else:
                 reason = (f"error rate since the execution is still {last.error_rate:.1%} over {last.total} "
                           f"requests after {window:g}s (threshold {self.threshold:.1%})")
+        at_action = self.at_action
+        recovered_before = (at_action is not None and at_action.total >= self.min_requests
+                            and at_action.error_rate < self.threshold)
+        if resolved and recovered_before:
+            assert at_action is not None
+            reason += (f"; but the error rate was already {at_action.error_rate:.1%} over {at_action.total} "
+                       f"requests in the minute before {self.action_id} ran: the recovery preceded the action, "
+                       "so it is not credited to it and nothing is learned")
         rollback = None
         if not resolved:
             if entry is not None and entry.reversible and entry.rollback_action:
@@ -165,7 +189,9 @@ class RecoveryWatch:
                 reason += "; escalating"
         return VerificationResult(
             incident_id=self.incident.id, service=self.incident.service, action=self.action_id, resolved=resolved,
-            error_rate_before=self.before, error_rate_after=samples[-1].error_rate if samples else None,
+            credited=resolved and not recovered_before, error_rate_before=self.before,
+            error_rate_at_action=at_action.error_rate if at_action is not None else None,
+            error_rate_after=samples[-1].error_rate if samples else None,
             threshold=self.threshold, window_seconds=window, samples=samples, reason=reason,
             reversible=entry.reversible if entry else None, rollback_action=rollback,
             started_at=self.started, finished_at=self.clock(),

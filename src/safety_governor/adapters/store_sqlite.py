@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, StoreError, StoreUnavailable
+from ..errors import InputError, StoreCorrupt, StoreError, StoreUnavailable
 from ..knowledge import log_id
 from ..models import Incident, LogSummary
 from ..ports import FilterValue, SearchHit, event_time
@@ -168,6 +168,41 @@ _SCHEMA = [
 ]
 
 
+# SQLite's primary result codes for "not a database" and "database disk image is malformed".
+_DAMAGED = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
+
+
+def damaged_store_error(path: str, exc: sqlite3.Error) -> StoreCorrupt | None:
+    """A ``StoreCorrupt`` naming the file, what is wrong and what to do, if ``exc`` says the file
+    is damaged (truncated, overwritten, not a database); else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in _DAMAGED:
+        return None
+    return StoreCorrupt(
+        f"{path}: the store file is damaged ({exc}); move it aside (mv {path} {path}.damaged) and run "
+        "`python -m safety_governor seed` to rebuild it"
+    )
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose statements report a damaged file as ``StoreCorrupt`` (one line naming
+    the file), wherever in the store the damage is first read."""
+
+    store_path = ""
+
+    def execute(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().execute(*args)
+        except sqlite3.DatabaseError as exc:
+            raise damaged_store_error(self.store_path, exc) or exc
+
+    def executemany(self, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            return super().executemany(*args)
+        except sqlite3.DatabaseError as exc:
+            raise damaged_store_error(self.store_path, exc) or exc
+
+
 class SQLiteStore:
     """The embedded implementation of the ``Store`` port.
 
@@ -203,10 +238,12 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=not self._memory, timeout=10
+                self.path, isolation_level=None, check_same_thread=not self._memory, timeout=10,
+                factory=_Connection,
             )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        conn.store_path = self.path
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA synchronous=NORMAL")
         # A larger page cache and memory-mapped reads keep hot FTS pages out of read() calls.
@@ -248,7 +285,7 @@ class SQLiteStore:
                     conn.execute("ROLLBACK" if depth == 0 else f"ROLLBACK TO {name}")
                     if depth:
                         conn.execute(f"RELEASE {name}")
-                except sqlite3.Error:
+                except (sqlite3.Error, StoreError):
                     pass
                 raise
             else:
@@ -263,6 +300,8 @@ class SQLiteStore:
                 return self._conn().execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
                 raise StoreError(f"store query failed: {exc}") from exc
+            except sqlite3.DatabaseError as exc:  # fetching can read a damaged page first
+                raise damaged_store_error(self.path, exc) or exc
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         with self.atomic():

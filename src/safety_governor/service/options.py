@@ -20,13 +20,15 @@ from .runtime import Options
 # Live mode reads real telemetry, so it needs a live store; every other integration is chosen on
 # its own (DESIGN: "live Elasticsearch with local approvals is a valid setup"): unset, it stays
 # local (offline agent, local tickets, local inbox); partly set, its missing variables are named.
-LIVE_STORE: tuple[str | tuple[str, ...], ...] = (("ELASTIC_URL", "ELASTIC_CLOUD_ID"), "ELASTIC_API_KEY")
+# ELASTIC_API_KEY is optional for the store, as for `seed`, load_to_elastic.py and `assess --live`
+# (a cluster with security off needs none); the Kibana agent, which always needs it, names it.
+LIVE_STORE: tuple[str | tuple[str, ...], ...] = (("ELASTIC_URL", "ELASTIC_CLOUD_ID"),)
 OPTIONAL_INTEGRATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Jira tickets", ("JIRA_URL", "JIRA_EMAIL", "JIRA_API_TOKEN", "JIRA_PROJECT_KEY")),
     ("Slack approvals", ("SLACK_BOT_TOKEN", "SLACK_CHANNEL")),
 )
 AGENT_REQUIREMENTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "kibana": ("Kibana Agent Builder agent", ("ELASTIC_KIBANA_URL", "ELASTIC_AGENT_ID")),
+    "kibana": ("Kibana Agent Builder agent", ("ELASTIC_KIBANA_URL", "ELASTIC_API_KEY", "ELASTIC_AGENT_ID")),
     "openai": ("OpenAI-compatible agent", ("OPENAI_BASE_URL", "OPENAI_MODEL")),
 }
 
