@@ -9,7 +9,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -70,6 +70,15 @@ class Dashboard:
         item = self.add(incident)
         run_until(lambda: item.state == "PENDING_APPROVAL", self.agent.run_due)
         return item
+
+    def failing(self, service: str, *, errors: int = 400) -> None:
+        """The service is failing now (5xx in the last seconds): an action taken next is credited
+        with the recovery that follows it, not one that already happened."""
+        now = datetime.now(UTC)
+        self.store.index_documents("logs", [
+            {"id": f"fault-{service}-{n}", "timestamp": (now - timedelta(seconds=n % 5)).isoformat(),
+             "service": service, "request": "/checkout/confirm", "response": "500", "bytes": 0}
+            for n in range(errors)])
 
     def traffic(self) -> TrafficWorker:
         worker = next(w for w in self.runtime.workers if isinstance(w, TrafficWorker))
@@ -241,12 +250,27 @@ def test_while_the_local_fake_slack_is_down_the_incident_stays_pending_the_outag
         slack.stop()
 
 
-def test_the_l_key_approves_the_selected_incidents_learned_runbook_as_the_local_approver_audited_and_counted(
-        settings):
+def test_an_action_on_a_service_that_had_already_recovered_is_resolved_but_not_credited_or_learned(settings):
+    """Steady traffic, no fault (as after a restart with --storyline none): the service is healthy
+    before the action runs, so the clean traffic after it proves nothing about the action."""
     dash = Dashboard(settings)
     dash.traffic()
     item = dash.add(CHECKOUT)
     run_until(lambda: item.state == "RESOLVED", dash.agent.run_due)
+    assert item.verification.resolved and not item.verification.credited
+    assert item.learned is None and "the recovery preceded the action" in item.outcome
+    assert dash.store.count("runbooks", {"source": "agent_learning"}) == 0
+    dash.close()
+
+
+def test_the_l_key_approves_the_selected_incidents_learned_runbook_as_the_local_approver_audited_and_counted(
+        settings):
+    dash = Dashboard(settings)
+    dash.traffic()
+    dash.failing("checkout-web")
+    item = dash.add(CHECKOUT)
+    run_until(lambda: item.state == "RESOLVED", dash.agent.run_due)
+    assert item.verification.credited, item.outcome
     assert item.learned["status"] == "pending_review"
     state = dash.state()
     assert state.metrics.kb_pending == 1

@@ -232,6 +232,12 @@ class AgentWorker(Worker):
         item.verification = result
         before = "?" if result.error_rate_before is None else f"{result.error_rate_before:.1%}"
         after = "?" if result.error_rate_after is None else f"{result.error_rate_after:.1%}"
+        if result.resolved and not result.credited:
+            # The service was healthy before the action ran: resolved, but nothing is learned.
+            item.outcome = f"resolved, not credited to {record.action}: {result.reason}"
+            ctx.activity("agent", f"{item.label} {item.outcome}", incident_id=item.incident.id)
+            self.resolve(item, item.outcome)
+            return
         if result.resolved:
             item.outcome = f"verified: error rate {after} since the fix (baseline {before}, threshold {threshold:.0%})"
             ctx.activity("agent", f"{item.label} {item.outcome}", incident_id=item.incident.id)
