@@ -4,6 +4,9 @@ The pattern of slack-sdk's own tests (``ThreadingHTTPServer`` recording requests
 a ``POST /<method>`` with a Bearer token, a JSON body (``chat.*``, ``views.open``) or a form body
 (``auth.test``, ``conversations.replies``), answered with ``{"ok": true, ...}`` and HTTP 200, or
 with ``ok: false`` / HTTP 429 + ``Retry-After`` / HTTP 500 when a test scripts a failure.
+``chat.postMessage`` and ``chat.update`` answer ``invalid_blocks`` when a block breaks a limit of
+Slack's Block Kit reference, as Slack does. ``apps.connections.open`` (app token, ``xapp-``)
+returns ``socket_url`` for Socket Mode (``slack_socket_wire.FakeSocketModeServer``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class FakeSlack:
         self.down_status: int | None = None  # every call answers this status (e.g. 500)
         self.page_size = 100
         self.unknown_channels: set[str] = set()  # chat.postMessage there answers channel_not_found
+        self.socket_url: str | None = None  # apps.connections.open answers it (Socket Mode)
         self._seq = 0
         self._lock = threading.Lock()
         fake = self
@@ -127,7 +131,8 @@ class FakeSlack:
         if queued:
             f = queued.pop(0)
             return f.status, f.body, f.headers
-        if not headers.get("Authorization", "").startswith("Bearer xoxb-"):
+        token_prefix = "Bearer xapp-" if method == "apps.connections.open" else "Bearer xoxb-"
+        if not headers.get("Authorization", "").startswith(token_prefix):
             return 200, {"ok": False, "error": "not_authed"}, {}
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
@@ -142,6 +147,8 @@ class FakeSlack:
         channel = body["channel"]
         if channel in self.unknown_channels:
             return {"ok": False, "error": "channel_not_found"}
+        if block_kit_violations(self._blocks(body)):
+            return {"ok": False, "error": "invalid_blocks"}
         ts = self.next_ts()
         channel_id = CHANNEL_ID if not str(channel).startswith(("U", "D")) else "D0DIRECT"
         msg = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": body.get("text", ""), "ts": ts,
@@ -152,10 +159,17 @@ class FakeSlack:
         self.messages[ts] = msg
         return {"channel": channel_id, "ts": ts, "message": msg}
 
+    @staticmethod
+    def _blocks(body: dict[str, Any]) -> list[dict[str, Any]]:
+        blocks = body.get("blocks") or []
+        return json.loads(blocks) if isinstance(blocks, str) else blocks
+
     def _chat_update(self, body: dict[str, Any]) -> dict[str, Any]:
         msg = self.messages.get(body["ts"])
         if msg is None:
             return {"ok": False, "error": "message_not_found"}
+        if block_kit_violations(self._blocks(body)):
+            return {"ok": False, "error": "invalid_blocks"}
         msg.update(text=body.get("text", ""), blocks=body.get("blocks", []))
         return {"channel": body["channel"], "ts": body["ts"], "text": msg["text"]}
 
@@ -175,9 +189,54 @@ class FakeSlack:
         return {"messages": messages, "has_more": more,
                 "response_metadata": {"next_cursor": str(start + self.page_size) if more else ""}}
 
+    def _apps_connections_open(self, body: dict[str, Any]) -> dict[str, Any]:
+        if not self.socket_url:
+            return {"ok": False, "error": "invalid_auth"}
+        return {"url": self.socket_url}
+
     def _views_open(self, body: dict[str, Any]) -> dict[str, Any]:
         view = body["view"] if isinstance(body["view"], dict) else json.loads(body["view"])
         return {"view": {"id": f"V{self.next_ts().replace('.', '')}", **view}}
+
+
+# Block Kit limits as Slack's reference documents them (characters): a section's text 3,000 and
+# each of its (at most 10) fields 2,000; a header's text 150; a context element's text 3,000; a
+# button's text 75 and value 2,000; block_id and action_id 255; at most 50 blocks per message.
+BLOCK_LIMITS = {"section": 3000, "field": 2000, "header": 150, "context": 3000, "button_text": 75,
+                "button_value": 2000, "id": 255, "blocks": 50, "fields": 10}
+
+
+def block_kit_violations(blocks: list[dict[str, Any]]) -> list[str]:
+    """Where ``blocks`` break a documented limit (Slack answers ``invalid_blocks`` for any)."""
+    out: list[str] = []
+
+    def over(what: str, text: Any, limit: int) -> None:
+        if isinstance(text, str) and len(text) > limit:
+            out.append(f"{what}: {len(text)} > {limit}")
+
+    if len(blocks) > BLOCK_LIMITS["blocks"]:
+        out.append(f"{len(blocks)} blocks")
+    for i, b in enumerate(blocks):
+        over(f"block {i} block_id", b.get("block_id"), BLOCK_LIMITS["id"])
+        kind = b.get("type")
+        if kind == "section":
+            over(f"block {i} text", (b.get("text") or {}).get("text"), BLOCK_LIMITS["section"])
+            fields = b.get("fields") or []
+            if len(fields) > BLOCK_LIMITS["fields"]:
+                out.append(f"block {i}: {len(fields)} fields")
+            for j, f in enumerate(fields):
+                over(f"block {i} field {j}", f.get("text"), BLOCK_LIMITS["field"])
+        elif kind == "header":
+            over(f"block {i} header", (b.get("text") or {}).get("text"), BLOCK_LIMITS["header"])
+        elif kind == "context":
+            for j, e in enumerate(b.get("elements") or []):
+                over(f"block {i} element {j}", e.get("text"), BLOCK_LIMITS["context"])
+        elif kind == "actions":
+            for j, e in enumerate(b.get("elements") or []):
+                over(f"block {i} button {j} text", (e.get("text") or {}).get("text"), BLOCK_LIMITS["button_text"])
+                over(f"block {i} button {j} value", e.get("value"), BLOCK_LIMITS["button_value"])
+                over(f"block {i} button {j} action_id", e.get("action_id"), BLOCK_LIMITS["id"])
+    return out
 
 
 def closed_port() -> int:

@@ -3,11 +3,13 @@ signature and deduplicates deliveries by idempotency key (the wire format in the
 
 from __future__ import annotations
 
+import email.utils
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -64,6 +66,9 @@ class Receiver:
                         return self._answer(503, {"error": "busy"})
                     if step == "429":
                         return self._answer(429, {"error": "slow down"}, {"Retry-After": "7"})
+                    if step == "429-date":  # RFC 9110's other form: an HTTP-date 20 s ahead
+                        when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+                        return self._answer(429, {"error": "slow down"}, {"Retry-After": when})
                     duplicate = key in receiver.executed
                     if not duplicate:
                         receiver.executed[key] = json.loads(body)
@@ -175,6 +180,15 @@ def test_a_429_is_retried_after_the_receivers_retry_after(governor, knowledge, s
     with Receiver(script=["429", "ok"]) as receiver:
         _executor(store, catalogue, receiver.url, sleeps=sleeps).execute(a.incident, a.gate, authorised_by="gate")
     assert sleeps == [7.0] and len(receiver.executed) == 1
+
+
+def test_a_429_with_an_http_date_retry_after_waits_until_that_date(governor, knowledge, store, catalogue):
+    a = _assessed(governor, knowledge, "inc-004")
+    sleeps: list[float] = []
+    with Receiver(script=["429-date", "ok"]) as receiver:
+        _executor(store, catalogue, receiver.url, sleeps=sleeps).execute(a.incident, a.gate, authorised_by="gate")
+    [wait] = sleeps
+    assert 17 <= wait <= 20 and len(receiver.executed) == 1  # not the 0.x s exponential backoff
 
 
 def test_a_wrong_secret_is_rejected_by_the_receiver_and_not_retried(governor, knowledge, store, catalogue, receiver):

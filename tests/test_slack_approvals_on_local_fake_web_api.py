@@ -1,13 +1,17 @@
 """Slack approvals: the real slack-sdk WebClient against a local fake speaking the Slack Web API
-wire format on 127.0.0.1, and real ``SocketModeRequest`` objects for the Socket Mode listener."""
+wire format on 127.0.0.1; real ``SocketModeRequest`` objects for the Socket Mode listener, and one
+test through slack-sdk's own ``SocketModeClient`` against a local WebSocket server speaking Slack's
+Socket Mode envelope format (``slack_socket_wire``)."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from slack_sdk.socket_mode.request import SocketModeRequest
-from slack_wire import BOT_ID, BOT_USER, CHANNEL_ID, FakeSlack, closed_port
+from slack_socket_wire import FakeSocketModeServer, events_api_envelope, interactive_envelope
+from slack_wire import BOT_ID, BOT_USER, CHANNEL_ID, FakeSlack, block_kit_violations, closed_port
 
 from safety_governor.adapters.fallbacks import FallbackApprovalChannel
 from safety_governor.adapters.slack_approvals import SlackApprovalChannel, default_retry_handlers
@@ -140,6 +144,42 @@ def test_request_posts_a_block_kit_message_with_the_decision_and_four_buttons_to
     assert {e["value"] for e in actions["elements"]} == {"INC-42"}
 
 
+def test_ten_thousand_character_values_are_clipped_to_slacks_documented_limits_and_the_buttons_stay(
+        slack, state, clock, store):
+    """Every text object within its Block Kit limit (the local fake answers invalid_blocks as Slack
+    does otherwise), with 10,000-character values and an incident id over 2,000 characters. The
+    model refuses such an id since ids are bounded (``models.MAX_ID_LENGTH``); it is built past
+    validation here, because the adapter must not depend on that."""
+    long_id = "INC-" + "9" * 2496
+    big = "x" * 10_000
+    inc = Incident.model_construct(id=long_id, service="checkout-api-" + big, severity="medium", summary=big,
+                                   symptoms="")
+    g = gate().model_copy(update={
+        "incident_id": long_id, "proposed_action": "restart_" + big, "rule_ids": ["contradictions"] * 3,
+        "reasons": [GateReason(rule_id="contradictions", message=big)], "cautions": [big],
+        "policy_conflicts": [big]})
+    channel = make_channel(slack.url, state, clock, app_token="xapp-test")
+    ts = channel.request(inc, g, message=big, ticket=Ticket(key="OPS-" + big, incident_id=long_id,
+                                                           url="https://jira.example/browse/" + big))
+    [call] = slack.calls_to("chat.postMessage")
+    blocks = call.body["blocks"]
+    assert block_kit_violations(blocks) == [] and slack.messages[ts]["blocks"] == blocks  # not the fallback
+    assert not store.events("workflow_events", kind="integration_error")
+    [facts] = [b for b in blocks if b["block_id"] == "sg_facts"]
+    assert max(len(f["text"]) for f in facts["fields"]) == 2000
+    [actions] = [b for b in blocks if b["type"] == "actions"]
+    assert [e["action_id"] for e in actions["elements"]] == ["sg_approve", "sg_force_override", "sg_hold",
+                                                               "sg_reject"]
+    assert {len(e["value"]) for e in actions["elements"]} == {2000}
+    channel.update(long_id, "held: " + big, final=False)
+    [update] = slack.calls_to("chat.update")
+    assert block_kit_violations(update.body["blocks"]) == []
+    # A click on the request still names the incident (by the message clicked; the value is clipped).
+    channel.handle_socket_request(RecordingSocketClient(), block_actions(ts, "sg_hold", "UALICE01",
+                                                                         value=long_id[:2000]))
+    assert channel.replies(long_id) == [("UALICE01", "HOLD")]
+
+
 def test_untrusted_text_is_escaped_so_it_cannot_ping_the_channel(slack, state, clock):
     channel = make_channel(slack.url, state, clock)
     channel.request(incident(summary="<!channel> please approve <https://evil.example|docs>"), gate(),
@@ -229,7 +269,7 @@ def test_only_messages_after_the_alert_count(slack, state, clock):
     assert channel.replies("INC-42") == [("UALICE01", "HOLD")]
 
 
-def test_polling_waits_for_its_interval_and_follows_cursor_pages(slack, state, clock):
+def test_polling_follows_cursor_pages_and_spends_one_interval_per_call(slack, state, clock):
     channel = make_channel(slack.url, state, clock)
     ts = channel.request(incident(), gate(), message=MESSAGE)
     slack.page_size = 2
@@ -240,9 +280,38 @@ def test_polling_waits_for_its_interval_and_follows_cursor_pages(slack, state, c
     assert calls == 3
     slack.add_reply(ts, "UALICE01", "APPROVE")
     assert channel.replies("INC-42") == []  # not due yet
-    assert len(slack.calls_to("conversations.replies")) == calls
     clock.advance(30)
+    assert channel.replies("INC-42") == []  # three calls were made: three intervals before the next
+    assert len(slack.calls_to("conversations.replies")) == calls
+    clock.advance(60)
     assert channel.replies("INC-42") == [("UALICE01", "APPROVE")]
+
+
+def test_conversations_replies_is_called_at_most_once_per_interval_for_all_threads_taking_turns(
+    slack, state, clock
+):
+    """Slack's Tier 1 allows conversations.replies once a minute for a commercially distributed
+    app outside the Marketplace; the default interval keeps every waiting thread within it."""
+    assert Settings().slack_poll_seconds == 60
+    channel = make_channel(slack.url, state, clock, poll_seconds=60)
+    first = channel.request(incident(), gate(), message=MESSAGE)
+    other = Incident(id="INC-43", service="checkout-api", severity="medium", summary="second incident")
+    second = channel.request(other, gate().model_copy(update={"incident_id": "INC-43", "decision_id": "dec-0002"}),
+                             message=MESSAGE)
+    slack.add_reply(first, "UALICE01", "APPROVE")
+    slack.add_reply(second, "UBOB0001", "REJECT")
+    read: list[tuple[float, str]] = []
+    for _ in range(6):  # the approval loop asks for both incidents, again and again, as time passes
+        for incident_id in ("INC-42", "INC-43"):
+            before = len(slack.calls_to("conversations.replies"))
+            channel.pending_replies(incident_id)
+            if len(slack.calls_to("conversations.replies")) > before:
+                read.append((clock.now, incident_id))
+        clock.advance(20)
+    times = [t for t, _ in read]
+    assert all(b - a >= 60 for a, b in zip(times, times[1:])), read
+    assert [i for _, i in read][:2] == ["INC-42", "INC-43"]  # turns: neither thread starves
+    assert channel.replies("INC-43") == [("UBOB0001", "REJECT")]
 
 
 def test_a_429_with_a_short_retry_after_from_the_local_fake_is_retried_by_the_rate_limit_handler(slack, state, clock):
@@ -357,6 +426,41 @@ def test_a_thread_reply_pushed_over_socket_mode_and_also_polled_is_one_reply(sla
     assert channel.replies("INC-42") == [("UALICE01", "HOLD")]
 
 
+def test_a_click_and_a_thread_reply_through_slack_sdks_socket_mode_client_over_a_local_websocket_server_speaking_slacks_envelope_format(  # noqa: E501
+        slack, state, clock):
+    """No direct call of the listener: slack-sdk's own ``SocketModeClient`` opens the socket
+    (``apps.connections.open`` with the app token on the local Web API fake, then the WebSocket
+    on 127.0.0.1), receives Slack's ``hello`` and envelopes, and acknowledges each one."""
+    server = FakeSocketModeServer().start()
+    slack.socket_url = server.url
+    channel = make_channel(slack.url, state, clock, app_token="xapp-1-test")
+    try:
+        ts = channel.request(incident(), gate(), message=MESSAGE)
+        channel.start()
+        assert server.wait_connected(), channel.error
+        assert channel.error is None and "buttons over Socket Mode" in channel.check().reason
+        [opened] = slack.calls_to("apps.connections.open")
+        assert opened.headers["Authorization"] == "Bearer xapp-1-test"
+        assert "Upgrade: websocket" in server.requests[0] and "GET /link/?ticket=fake-ticket" in server.requests[0]
+
+        click = block_actions(ts, "sg_approve", "UALICE01")
+        server.send(interactive_envelope("env-click-1", click.payload))
+        assert server.wait_for_ack("env-click-1") == {"envelope_id": "env-click-1"}
+        reply_ts = slack.add_reply(ts, "UBOB0001", "HOLD")
+        server.send(events_api_envelope("env-msg-1", {
+            "type": "message", "user": "UBOB0001", "text": "HOLD", "ts": reply_ts, "thread_ts": ts,
+            "channel": CHANNEL_ID, "channel_type": "channel"}))
+        server.wait_for_ack("env-msg-1")
+        deadline = time.monotonic() + 10
+        while len(state.unconsumed("INC-42")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        received = {(r.user, r.text, r.source) for r in state.unconsumed("INC-42")}
+        assert received == {("UALICE01", "APPROVE", "slack_button"), ("UBOB0001", "HOLD", "slack_event")}
+    finally:
+        channel.close()
+        server.stop()
+
+
 def test_socket_mode_that_cannot_connect_is_reported_and_thread_replies_still_work(slack, state, clock, store):
     channel = make_channel(slack.url, state, clock, app_token="xapp-test")
     slack.fail("apps.connections.open", error="invalid_auth")
@@ -454,7 +558,7 @@ def test_without_configured_approvers_check_is_not_ready_and_every_approval_is_r
 
 def test_check_names_the_mode_when_ready(slack, state, clock):
     ready = make_channel(slack.url, state, clock).check()
-    assert ready.ok and "thread replies read every 30s" in ready.reason
+    assert ready.ok and "one call every 30s at most" in ready.reason
     assert slack.calls_to("auth.test")
 
 

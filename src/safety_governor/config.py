@@ -178,7 +178,9 @@ class Settings(BaseModel):
     slack_approvers: tuple[str, ...] = ()
     slack_overriders: tuple[str, ...] = ()
     slack_admin_user_id: str | None = None
-    slack_poll_seconds: float = Field(30.0, gt=0, le=3600)
+    # Least seconds between two conversations.replies calls, all threads together: Slack's Tier 1
+    # (commercially distributed apps outside the Marketplace) allows one a minute.
+    slack_poll_seconds: float = Field(60.0, gt=0, le=3600)
     slack_catchup_poll_seconds: float = Field(300.0, gt=0, le=86400)
     slack_max_backoff_seconds: float = Field(300.0, gt=0, le=86400)
     # Jira tickets (issue 6): REST API v2 with an email + API token (Jira Cloud).

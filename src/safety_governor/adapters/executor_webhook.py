@@ -39,6 +39,7 @@ from ..errors import ConfigError, ExecutionRefused, StoreError
 from ..models import ExecutionRecord, GateOutput, Incident
 from ..ports import Store
 from ..redaction import redact_url
+from ..retry_after import parse_retry_after
 from .executor_dryrun import execution_document
 
 SIGNATURE_HEADER = "X-Governor-Signature"
@@ -61,13 +62,6 @@ def idempotency_key(decision_id: str, action: str) -> str:
     """Stable per decision and action: the same decision never runs the same action twice."""
     digest = hashlib.sha256(f"{decision_id}\n{action.strip().lower()}".encode()).hexdigest()
     return f"gov-{digest[:32]}"
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return min(MAX_RETRY_AFTER, max(0.0, float(value))) if value else None
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
 
 
 class WebhookExecutor:
@@ -218,7 +212,7 @@ class WebhookExecutor:
                         f"webhook {target} refused the action: HTTP {status}{_reason(response)}"
                     )
                 last = f"HTTP {status}"
-                wait = _retry_after(response.headers.get("Retry-After"))
+                wait = parse_retry_after(response.headers.get("Retry-After"), cap=MAX_RETRY_AFTER)
             if attempt <= self.retries:
                 self.sleep(wait if wait is not None else self.backoff * 2 ** (attempt - 1))
         raise ExecutionRefused(

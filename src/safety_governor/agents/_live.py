@@ -21,6 +21,7 @@ from ..errors import AgentBackendError
 from ..models import GateOutput, Incident
 from ..prompts import render
 from ..redaction import redact_url
+from ..retry_after import parse_retry_after
 
 if TYPE_CHECKING:
     from ..verification import VerificationResult
@@ -43,15 +44,6 @@ class HttpPolicy:
 def short(text: Any, limit: int = 300) -> str:
     value = " ".join(str(text).split())
     return value if len(value) <= limit else value[: limit - 1] + "…"
-
-
-def _retry_after(resp: requests.Response, cap: float) -> float | None:
-    value = resp.headers.get("Retry-After", "")
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return max(0.0, min(cap, seconds))
 
 
 def refused_connection(exc: BaseException) -> bool:
@@ -125,7 +117,7 @@ def post_json(
             retryable = resp.status_code == 429 or (resp.status_code in (502, 503, 504) and not from_application(resp))
         if not retryable or attempts > policy.max_retries:
             return resp, attempts
-        delay = _retry_after(resp, policy.backoff_cap)
+        delay = parse_retry_after(resp.headers.get("Retry-After"), cap=policy.backoff_cap)
         if delay is None:
             delay = min(policy.backoff_cap, policy.backoff * 2 ** (attempts - 1))
         sleep(delay)
