@@ -22,6 +22,7 @@ import io
 import os
 import pty
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -34,7 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from machine import describe_machine  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from safety_governor.tui.panels import Dashboard  # noqa: E402
@@ -100,6 +103,7 @@ def measure_cpu(args: list[str], seconds: float, warmup: float, width: int, heig
         done.set()
         reader.join(2)
         os.close(master)
+        shutil.rmtree(out, ignore_errors=True)  # the run's store and audit trail (about 5 MB)
     wall = t1 - t0
     return {"cpu_pct": 100 * (cpu1 - cpu0) / wall, "wall_s": wall, "terminal_kib_per_s": (bytes1 - bytes0) / 1024 / wall,
             "exit": float(proc.returncode)}
@@ -164,6 +168,7 @@ def main() -> int:
     parser.add_argument("--frames-only", action="store_true")
     args = parser.parse_args()
 
+    print(describe_machine())
     state = history(1000)
     print("frame build, 1,000 incidents in the history (target <= 15 ms):")
     for width, height in ((80, 24), (160, 48), (240, 70)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -102,3 +103,14 @@ def test_assess_prints_json_for_a_seed_incident():
 def test_contracts_check_passes_on_a_clean_tree():
     out = cli("contracts", "--check")
     assert out.returncode == 0, out.stderr
+
+
+def test_every_subcommand_has_a_help_line_and_a_description():
+    from safety_governor.cli import build_parser
+
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    for name, command in sub.choices.items():
+        assert helps.get(name), f"{name} has no help line"
+        assert command.description and len(command.description) > 40, f"{name} --help has no description"

@@ -187,10 +187,14 @@ def test_blocked_with_confidence_below_five_requires_force_override():
     assert out.approval_required == "force_override"
 
 
-def test_blocked_with_confidence_at_or_above_five_requires_approve():
-    out = decide(plan(9.0), stress(evidence_coverage=0.0, supporting_doc_ids=[]), COMPRESS_OK, incident(), POLICY, FACTS)
-    assert out.confidence_final >= 5.0
-    assert out.approval_required == "approve"
+@pytest.mark.parametrize(("confidence", "required"), [(5.0, "approve"), (9.0, "approve"), (4.99, "force_override")])
+def test_blocked_with_confidence_at_or_above_five_requires_approve(confidence, required):
+    """The refusal threshold is 5.0: exactly 5.0 still takes APPROVE, just below needs FORCE_OVERRIDE."""
+    out = decide(plan(confidence), stress(evidence_coverage=0.0, supporting_doc_ids=[]), COMPRESS_OK, incident(),
+                 POLICY, FACTS)
+    assert out.decision == "block_and_escalate" and "insufficient_evidence" in out.rule_ids
+    assert out.confidence_final == confidence
+    assert out.approval_required == required
 
 
 def test_confidence_follows_the_design_order_with_framework_scores():

@@ -355,6 +355,14 @@ def test_http_without_a_token_set_serves_loopback_clients(http_server):
     assert response.status_code == 200
 
 
+def test_http_answers_each_request_with_one_json_body_not_an_event_stream(http_server):
+    """A tool call is one request and one response: no SSE framing per call (the cheaper form the
+    streamable HTTP transport allows; clients accept both)."""
+    response = httpx2.post(http_server.url, json=INITIALIZE, headers=MCP_HEADERS, timeout=10)
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json()["result"]["serverInfo"]["name"] == "safety-governor"
+
+
 @pytest.mark.parametrize(
     ("argv", "token", "needle"),
     [

@@ -453,7 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "isolated replay; the incident is claimed first and runs once")
     p.set_defaults(func=cmd_assess)
 
-    p = sub.add_parser("demo", help="seed the embedded store and replay scenarios/ with a readable report")
+    p = sub.add_parser("demo", help="seed the embedded store and replay scenarios/ with a readable report",
+                       description="A non-interactive walkthrough: seed an embedded store from data/, replay "
+                                   "every scenario in scenarios/ (each in its own isolated store) and print a "
+                                   "readable report of what the gate decided and why. For the live dashboard "
+                                   "run demo_rich_agentic.py (make demo). Example: python -m safety_governor "
+                                   "demo --scenarios scenarios")
     p.add_argument("--scenarios", default="scenarios", help="scenario folder (default: scenarios/)")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("approvals", help="list pending approvals, or queue a reply (the local inbox from a shell)",

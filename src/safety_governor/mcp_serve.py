@@ -106,7 +106,11 @@ def serve(
         import anyio
         import uvicorn
 
-        app = server.streamable_http_app(streamable_http_path=path, host=host)
+        # Plain JSON answers instead of an SSE stream per POST: every tool call is one request and
+        # one response (no progress or log notifications), and the stream's framing, its task and
+        # memory channels were the largest server-side cost of a call (bench/bench_mcp.py, README).
+        # Clients must accept both forms (streamable HTTP); the SDK's, the Inspector and Kibana do.
+        app = server.streamable_http_app(streamable_http_path=path, host=host, json_response=True)
         config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
                                 log_level=log_level.lower(), lifespan="on")
         log.info("MCP server %s %s on http://%s:%d%s (%s)", SERVER_NAME, __version__, url_host, port, path,
