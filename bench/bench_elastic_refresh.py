@@ -20,8 +20,6 @@ Usage: python bench/bench_elastic_refresh.py [--events 40] [--claims 20] [--refr
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -29,24 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from elasticsearch import Elasticsearch  # noqa: E402
+from machine import describe_machine  # noqa: E402
 from wire_fakes import FakeElasticsearch  # noqa: E402
 
 from safety_governor.adapters.store_elastic import ElasticStore  # noqa: E402
 from safety_governor.models import Incident  # noqa: E402
-
-
-def machine() -> str:
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def run(policy: str | None, events: int, claims: int, interval: float) -> dict[str, float]:
@@ -79,7 +67,7 @@ def main() -> int:
     parser.add_argument("--refresh-interval", type=float, default=1.0,
                         help="seconds between periodic refreshes (Elasticsearch's default: 1)")
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(describe_machine())
     print(f"workload: {args.events} events (each read back by a search), {args.claims} claims; "
           f"refresh_interval {args.refresh_interval:g}s")
     rows = [("refresh=true on every write (before)", run("true", args.events, args.claims, args.refresh_interval)),

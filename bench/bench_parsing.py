@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import sys
 import time
 from collections.abc import Callable
 
-from safety_governor.parsing import MAX_REPLY_CHARS, ReplyParseError, extract_json_object
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe_machine  # noqa: E402
+
+from safety_governor.parsing import MAX_REPLY_CHARS, ReplyParseError, extract_json_object  # noqa: E402
 
 PLAN = json.dumps({"proposed_action": "rollback_last_deploy", "rationale": "r" * 1500,
                    "key_claims": ["a claim"] * 5, "confidence_initial": 7})
@@ -34,17 +38,6 @@ CASES: dict[str, Callable[[int], str]] = {
     "unclosed fences ```…": lambda n: "```" * (n // 3),
     "prose then a plan": lambda n: "x " * ((n - len(PLAN)) // 2) + PLAN,
 }
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def best_of(text: str, repeat: int) -> tuple[float, str]:
@@ -64,7 +57,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(describe_machine())
     plain, _ = best_of(PLAN, args.repeat)
     print(f"plain {len(PLAN)}-char plan: {plain * 1000:.3f} ms")
     small_n, big_n = MAX_REPLY_CHARS // 4, MAX_REPLY_CHARS
