@@ -5,6 +5,10 @@ with scripted replies in the documented shape (``choices[0].message`` with ``con
 ``tool_calls``, ``finish_reason``, ``usage``), including the ways real servers differ (missing
 ids, arguments as objects) and the adversarial cases (no JSON, a tool loop that never ends, a
 conflict-free plan that Python then blocks). Tools run for real, on a seeded embedded store.
+The shapes come from OpenAI's chat-completions API reference and the servers' own documentation
+and sources: Ollama's OpenAI-compatibility page (``tool_choice`` is not among the supported
+fields) and context-length page (4096 tokens by default, raised with ``OLLAMA_CONTEXT_LENGTH`` or
+``num_ctx``), and llama.cpp's server (``tools param requires --jinja flag``, answered as a 500).
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@ has far more ``workflow_events`` than that, and a restart rebuilds its outbox, p
 replies from them. These tests write more than 10,000 events and rebuild approval state on both
 stores: the embedded store, and ``ElasticStore`` driven by the official client against
 ``FakeElasticsearch`` (a local server speaking the documented wire format that enforces the window
-and serves points in time). The bulk of the history is put straight into the fake's index in the
-form ``append_event`` writes it (a create with ``sg_seq``), because 25,000 HTTP round trips would
-make the suite slow; the newest events always go through the store's own write path.
+and serves points in time), and a real cluster when ``ELASTIC_URL`` is set (fresh indices with a
+unique prefix, deleted afterwards). The bulk of the history is put straight into the index in
+the form ``append_event`` writes it (a create with ``sg_seq``; on a cluster through ``_bulk``),
+because 25,000 round trips would make the suite slow; the newest events always go through the
+store's own write path.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import os
+import uuid
 
 import pytest
 from elasticsearch import Elasticsearch
@@ -26,6 +31,7 @@ from safety_governor.adapters.slack_approvals import SlackApprovalChannel, defau
 from safety_governor.adapters.store_elastic import ElasticStore
 from safety_governor.adapters.store_sqlite import SQLiteStore
 from safety_governor.approval_state import EVENTS, ApprovalState
+from safety_governor.config import ELASTIC_INDEXES, Settings
 from safety_governor.models import GateOutput, GateReason, Incident
 from safety_governor.ports import Store
 from wire_fakes import FakeElasticsearch
@@ -40,8 +46,11 @@ class Backend:
     name: str
     fake: FakeElasticsearch | None
     path: Any
+    settings: Settings | None = None  # a real cluster
 
     def open(self) -> Store:
+        if self.settings is not None:
+            return ElasticStore.from_settings(self.settings)
         if self.fake is None:
             return SQLiteStore(self.path)
         return ElasticStore(Elasticsearch(self.fake.url, api_key=API_KEY, max_retries=0), location=self.fake.url)
@@ -49,6 +58,16 @@ class Backend:
     def seed(self, store: Store, events: list[dict[str, Any]]) -> None:
         """History: written by ``append_event`` (embedded store), or put into the fake's index as
         ``append_event`` stores it (ids, ``at``, increasing ``sg_seq``)."""
+        if isinstance(store, ElasticStore) and self.fake is None:
+            name = store.index_name(EVENTS)
+            for start in range(0, len(events), 5_000):
+                ops: list[dict[str, Any]] = []
+                for n, doc in enumerate(events[start : start + 5_000], start=start + 1):
+                    event_id = f"wor-seed{n:07d}"
+                    ops += [{"create": {"_index": name, "_id": event_id}},
+                            {**doc, "id": event_id, "at": f"2026-11-01T00:00:00.{n:06d}+00:00", "sg_seq": n}]
+                assert not store.client.bulk(operations=ops, refresh="wait_for")["errors"]
+            return
         if self.fake is None:
             with store.atomic():
                 for doc in events:
@@ -60,13 +79,27 @@ class Backend:
             index[event_id] = {**doc, "id": event_id, "at": f"2026-11-01T00:00:00.{n:06d}+00:00", "sg_seq": n}
 
 
-@pytest.fixture(params=["sqlite", "elastic-wire-fake"])
+@pytest.fixture(params=["sqlite", "elastic-wire-fake", "elastic"])
 def backend(request, tmp_path) -> Iterator[Backend]:
     if request.param == "sqlite":
         yield Backend("sqlite", None, tmp_path / "governor.db")
         return
+    if request.param == "elastic":
+        if not (os.environ.get("ELASTIC_URL") or os.environ.get("ELASTIC_CLOUD_ID")):
+            pytest.skip("set ELASTIC_URL (and ELASTIC_API_KEY) to run this against Elasticsearch")
+        prefix = f"sg-window-{uuid.uuid4().hex[:8]}"
+        indices = tuple((logical, f"{prefix}-{logical.replace('_', '-')}") for logical in ELASTIC_INDEXES)
+        settings = Settings.from_env().model_copy(update={"elastic_indices": indices})
+        admin = ElasticStore.from_settings(settings)
+        admin.ensure_indices()
+        try:
+            yield Backend("elastic", None, None, settings)
+        finally:
+            admin.client.options(ignore_status=404).indices.delete(index=",".join(name for _, name in indices))
+            admin.close()
+        return
     with FakeElasticsearch() as fake:
-        yield Backend("elastic", fake, None)
+        yield Backend("elastic-wire-fake", fake, None)
 
 
 def outbox_pair(n: int, integration: str = "slack") -> list[dict[str, Any]]:
