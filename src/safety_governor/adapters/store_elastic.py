@@ -3,8 +3,8 @@
 It mirrors the embedded store (``store_sqlite``) and is held to the same contract suite. This
 module is the public face and the reads; ``elastic_writes`` holds the writes (compensation, undo
 log, claims, bulk retries, refresh policy), ``elastic_logs`` the log statistics and the service
-mapping, ``elastic_wire`` the error translation. How the port's promises are kept on a search
-engine:
+mapping, ``elastic_setup`` index creation, ``elastic_wire`` the error translation. How the
+port's promises are kept on a search engine:
 
 * **Untrusted text is a value, never syntax.** A query is reduced to word tokens exactly as the
   embedded store does (``query_tokens``) and sent as the value of a ``multi_match``; nothing is
@@ -29,7 +29,6 @@ answers with a media-type error, reported as such.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import warnings
@@ -51,6 +50,7 @@ from ..errors import InputError, StoreError, StoreUnavailable
 from ..models import LogSummary
 from ..ports import FilterValue, Readiness, SearchHit, event_time
 from ..redaction import redact_url
+from .elastic_setup import ElasticSetup
 from .elastic_logs import RESPONSE_CODE_FIELD, RESPONSE_CODE_SCRIPT, LogService, log_stats_request, log_summary
 from .elastic_wire import BulkWriteError, error_reason, error_type, response_body, short, translate_errors
 from .elastic_writes import BULK_CHUNK, SEQ_FIELD, ElasticWrites, utcnow, without_seq
@@ -83,7 +83,7 @@ TEXT_FIELDS: dict[str, list[str]] = {
 }
 
 
-class ElasticStore(ElasticWrites):
+class ElasticStore(ElasticWrites, ElasticSetup):
     """The ``Store`` port on Elasticsearch.
 
     Args:
@@ -474,46 +474,6 @@ class ElasticStore(ElasticWrites):
         if not version.startswith("9."):
             return Readiness(ok=False, reason=f"{self.location} runs Elasticsearch {version}; this client needs 9.x")
         return Readiness(ok=True, reason=f"Elasticsearch {version} at {self.location}")
-
-    def mapping_for(self, logical: str) -> dict[str, Any]:
-        """The body of ``mappings/<default index name>.json`` for a logical index."""
-        path = self.mappings_dir / f"{ELASTIC_INDEXES[logical]}.json"
-        try:
-            body = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise InputError(f"{path}: mapping file not found") from exc
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from exc
-        if not isinstance(body, dict) or not isinstance(body.get("mappings"), dict):
-            raise InputError(f"{path}: expected an object with 'mappings' (and optional 'settings')")
-        return body
-
-    def is_data_stream(self, logical: str) -> bool:
-        with self._errors(f"inspect {self.indices[logical]}"):
-            resp = response_body(self.client.options(ignore_status=404).indices.get_data_stream(name=self.indices[logical]))
-        return bool(resp.get("data_streams"))
-
-    def ensure_indices(self) -> list[tuple[str, str, str]]:
-        """Create every missing index with its mapping. Returns ``(logical, index, state)`` with
-        state ``created``, ``exists`` or ``data stream``."""
-        report = []
-        for logical, name in self.indices.items():
-            body = self.mapping_for(logical)
-            with self._errors(f"create index {name}"):
-                if self.client.indices.exists(index=name):
-                    state = "data stream" if logical == "logs" and self.is_data_stream(logical) else "exists"
-                else:
-                    try:
-                        self.client.indices.create(
-                            index=name, mappings=body["mappings"], settings=body.get("settings") or None
-                        )
-                        state = "created"
-                    except ApiError as exc:
-                        if error_type(exc) != "resource_already_exists_exception":
-                            raise
-                        state = "exists"  # another loader created it meanwhile
-            report.append((logical, name, state))
-        return report
 
     def close(self) -> None:
         try:
