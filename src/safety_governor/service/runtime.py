@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..adapters.sqlite_retention import LogRetention
 from ..adapters.store_sqlite import SQLiteStore
 from ..adapters.tickets_local import LocalTickets
 from ..approvals import ApprovalPolicy
@@ -218,8 +219,11 @@ class Runtime:
             closables.append(audit_tail)
             audit_worker = AuditWorker(ctx, audit_tail, pipeline=governor.pipeline, approvals=approvals,
                                        replays=replays)
-            workers: list[threading.Thread] = [LogsWorker(ctx, logs_tail), audit_worker, AgentWorker(ctx),
-                                               SlackWorker(ctx), GuardrailWatch(ctx)]
+            # A long-running service keeps its embedded store bounded (LOG_RETENTION_HOURS, WAL checkpoints).
+            retention = LogRetention(store, settings.log_retention_hours) \
+                if isinstance(store, SQLiteStore) and store.path != ":memory:" and not viewer else None
+            workers: list[threading.Thread] = [LogsWorker(ctx, logs_tail, retention=retention), audit_worker,
+                                               AgentWorker(ctx), SlackWorker(ctx), GuardrailWatch(ctx)]
             if viewer:  # the telemetry only: a viewer opens, works and answers nothing
                 workers = workers[:1]
             if world is not None:

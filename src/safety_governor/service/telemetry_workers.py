@@ -8,6 +8,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from ..approvals import ApprovalPolicy
 from ..models import Incident
@@ -25,9 +26,11 @@ class LogsWorker(Worker):
 
     role = "logs"
 
-    def __init__(self, ctx: WorkerContext, tail: LogSource, *, recent: int = 40, service_window: float = 30.0) -> None:
+    def __init__(self, ctx: WorkerContext, tail: LogSource, *, recent: int = 40, service_window: float = 30.0,
+                 retention: Any = None) -> None:
         super().__init__(ctx)
         self.tail = tail
+        self.retention = retention  # LogRetention on the embedded store: pruned between tail reads
         self.recent: deque[LogLine] = deque(maxlen=recent)
         self.processed = 0
         self.service_window = service_window
@@ -65,6 +68,8 @@ class LogsWorker(Worker):
         if now - self._last_post >= 1.0:
             self.ctx.bus.post(TelemetryUpdated(self.view(now)))
             self._last_post = now
+        if self.retention is not None:
+            self.retention.tick()
         self.ctx.stop.wait(self.ctx.config.logs_interval)
 
     def view(self, now: float) -> TelemetryView:
