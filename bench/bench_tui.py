@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Benchmark the dashboard: CPU of the TUI process idle and busy, and frame build time.
 
-* CPU: ``demo_rich_agentic.py`` runs in a pseudo-terminal (so it draws its real dashboard at
+* CPU and peak RSS: ``demo_rich_agentic.py`` runs in a pseudo-terminal (so it draws its real dashboard at
   the given size) and its user+system CPU time is read from ``/proc/<pid>/stat`` over the
   measurement window, after a warm-up. *idle* is steady telemetry and no faults
   (``--storyline none``); *busy* is the default storyline with the scripted on-call
-  (``--autopilot``): detection, gating, approvals, execution, verification and learning.
+  (``--autopilot``): detection, gating, approvals, execution, verification and learning. The
+  headless service (``python -m safety_governor serve``) is measured beside it in the same
+  conditions, so the cost of the view is the difference.
 * Frames: one ``DashboardState`` with 1,000 incidents in the history is rendered the way
   ``Live`` does it (a terminal console with colours, writing to a buffer), at 80x24, 160x48
   and 240x70; median and 95th percentile.
@@ -23,6 +25,7 @@ import os
 import pty
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -63,14 +66,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of stat)
 
 
-def measure_cpu(args: list[str], seconds: float, warmup: float, width: int, height: int) -> dict[str, float]:
-    """CPU share of one core used by the dashboard process in a pty of ``width`` x ``height``."""
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure_cpu(args: list[str], seconds: float, warmup: float, width: int, height: int,
+                command: tuple[str, ...] = ("demo_rich_agentic.py",)) -> dict[str, float]:
+    """CPU share of one core used by the dashboard process in a pty of ``width`` x ``height``
+    (``command``: the headless service instead, ``-m safety_governor serve``), and its peak RSS."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
     out = tempfile.mkdtemp(prefix="bench-tui-")
     env = {**os.environ, "GOVERNOR_OUTPUT_DIR": out, "TERM": "xterm-256color", "COLUMNS": str(width),
            "LINES": str(height)}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "demo_rich_agentic.py"), *args,
+    script = [str(ROOT / command[0]), *command[1:]] if command[0].endswith(".py") else list(command)
+    proc = subprocess.Popen([sys.executable, *script, *args,
                              "--duration", str(warmup + seconds + 5)],
                             stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env, start_new_session=True)
     os.close(slave)
@@ -93,9 +106,12 @@ def measure_cpu(args: list[str], seconds: float, warmup: float, width: int, heig
         cpu0, bytes0, t0 = cpu_seconds(proc.pid), written[0], time.monotonic()
         time.sleep(seconds)
         cpu1, bytes1, t1 = cpu_seconds(proc.pid), written[0], time.monotonic()
+        peak = peak_rss_mb(proc.pid)
     finally:
         try:
             os.write(master, b"q")
+            if command[0] != "demo_rich_agentic.py":
+                proc.send_signal(signal.SIGTERM)  # serve drains and exits 0
             proc.wait(10)
         except (OSError, subprocess.TimeoutExpired):
             proc.kill()
@@ -106,7 +122,7 @@ def measure_cpu(args: list[str], seconds: float, warmup: float, width: int, heig
         shutil.rmtree(out, ignore_errors=True)  # the run's store and audit trail (about 5 MB)
     wall = t1 - t0
     return {"cpu_pct": 100 * (cpu1 - cpu0) / wall, "wall_s": wall, "terminal_kib_per_s": (bytes1 - bytes0) / 1024 / wall,
-            "exit": float(proc.returncode)}
+            "exit": float(proc.returncode), "peak_rss_mb": peak}
 
 
 def history(n: int) -> DashboardState:
@@ -166,6 +182,7 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=160)
     parser.add_argument("--height", type=int, default=48)
     parser.add_argument("--frames-only", action="store_true")
+    parser.add_argument("--idle-only", action="store_true", help="skip the busy runs")
     args = parser.parse_args()
 
     print(describe_machine())
@@ -178,10 +195,17 @@ def main() -> int:
         return 0
     print(f"CPU of the TUI process in a {args.width}x{args.height} pty over {args.seconds:g} s "
           f"(after {args.warmup:g} s warm-up; target idle <= 5 % of one core):")
-    for name, flags in (("idle", ["--storyline", "none"]), ("busy", ["--autopilot"])):
-        r = measure_cpu(flags, args.seconds, args.warmup, args.width, args.height)
-        print(f"  {name:<5} {r['cpu_pct']:5.1f} % of one core   terminal output {r['terminal_kib_per_s']:6.1f} KiB/s"
-              f"   exit {int(r['exit'])}")
+    serve = ("-m", "safety_governor", "serve")
+    runs = (("idle", ["--storyline", "none"], ("demo_rich_agentic.py",)),
+            ("idle, service only (serve)", ["--storyline", "none"], serve),
+            ("busy", ["--autopilot"], ("demo_rich_agentic.py",)),
+            ("busy, service only (serve)", ["--autopilot"], serve))
+    for name, flags, command in runs:
+        if args.idle_only and "busy" in name:
+            continue
+        r = measure_cpu(flags, args.seconds, args.warmup, args.width, args.height, command)
+        print(f"  {name:<27} {r['cpu_pct']:5.1f} % of one core   terminal output {r['terminal_kib_per_s']:6.1f} "
+              f"KiB/s   peak RSS {r['peak_rss_mb']:5.1f} MB   exit {int(r['exit'])}")
     return 0
 
 

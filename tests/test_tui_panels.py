@@ -95,7 +95,7 @@ def test_the_compact_dashboard_at_80x24_shows_every_panel_the_seed_names():
     out = render_text(s, width=80, height=24)
     lines = out.splitlines()
     assert len(lines) == 24 and max(len(line) for line in lines) <= 80
-    assert "SAFETY GOVERNOR" in lines[0] and "FAST" in lines[0] and "12:00:00" in lines[0]
+    assert "SAFETY GOVERNOR" in lines[0] and "FAST" in lines[0] and "12:00 UTC" in lines[0]
     assert "System status" in out and "✓store" in out and "12,345 logs" in out
     assert "Operational metrics" in out and "2 blocked" in out and "1 overrides" in out and "1 refusals" in out
     assert "Live telemetry" in out and "err   17%" in out and "▁" in out

@@ -1,9 +1,10 @@
 """``demo_rich_agentic.py``: the dashboard's entry, its command line and its two loops.
 
-The terminal loop pulls frames with ``Live(get_renderable=…)`` and redraws only when something
-changed (events, the clock's second, a resize), at most four times a second. Keys are read in
-cbreak mode, and the terminal is restored on every exit path. ``--no-tui`` (and any run without
-a terminal, such as CI) prints the activity as plain lines instead.
+The terminal loop draws a frame only when something changed (events, the clock's minute, a
+resize), at most four times a second; the frame rebuilds only the panels whose data changed and
+writes only the lines that changed (``frames``). Keys are read in cbreak mode, and the terminal
+is restored on every exit path. ``--no-tui`` (and any run without a terminal, such as CI) runs
+the same service headless (``service.headless``) and prints the activity as plain lines.
 """
 
 from __future__ import annotations
@@ -72,10 +73,11 @@ def run_plain(runtime: Runtime, controller: Controller, out: TextIO) -> int:
 
 
 def run_dashboard(runtime: Runtime, controller: Controller) -> int:
-    """The terminal dashboard: frames on change, at most ``MAX_FPS`` a second."""
+    """The terminal dashboard: a frame when the data changed (at most ``MAX_FPS`` a second),
+    built from the panels whose data changed and written as the lines that changed."""
     from rich.console import Console
-    from rich.live import Live
 
+    from .frames import ScreenPainter
     from .keyboard import KeyReader, cbreak
     from .theme import THEME
 
@@ -89,22 +91,22 @@ def run_dashboard(runtime: Runtime, controller: Controller) -> int:
     previous = signal.signal(signal.SIGWINCH, on_resize) if hasattr(signal, "SIGWINCH") else None
     deadline = time.monotonic() + runtime.options.duration if runtime.options.duration else None
     try:
-        with cbreak(fd), Live(console=console, screen=True, auto_refresh=False, transient=False,
-                              redirect_stdout=False, redirect_stderr=False,
-                              get_renderable=controller.renderable) as live:
+        with cbreak(fd), ScreenPainter(console) as painter:
             keys = KeyReader(fd, lambda key: runtime.bus.post(KeyPressed(key)), runtime.stop_event)
             keys.start()
             runtime.start()
-            last_frame, last_second, dirty = 0.0, -1, True
+            last_frame, last_minute, dirty = 0.0, -1, True
             while not controller.quit:
                 events = runtime.bus.drain(timeout=1 / MAX_FPS)
                 dirty = controller.handle(events) or dirty
-                second = int(time.time())
-                if second != last_second or resized["flag"]:
-                    last_second, resized["flag"], dirty = second, False, True
+                minute = int(time.time() // 60)  # the header's clock and uptime show minutes
+                if minute != last_minute or resized["flag"]:
+                    if resized["flag"]:
+                        painter.invalidate()
+                    last_minute, resized["flag"], dirty = minute, False, True
                 now = time.monotonic()
                 if dirty and now - last_frame >= 1 / MAX_FPS:
-                    live.refresh()
+                    painter.paint(controller.renderable())
                     last_frame, dirty = now, False
                 if deadline is not None and now >= deadline:
                     break

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import GovernorError
+from .frames import PanelCache
 from .panels import Dashboard
 from .state import DashboardState, KeyPressed, Prompt, reduce
 
@@ -49,6 +50,7 @@ class Controller:
         self.review = review
         self.clock = clock
         self.quit = False
+        self.cache = PanelCache()
         self._hint_at = 0.0
 
     # --- events --------------------------------------------------------------------------
@@ -71,8 +73,9 @@ class Controller:
         return replace(self.state, now=self.clock())
 
     def renderable(self) -> Dashboard:
-        """What ``Live(get_renderable=…)`` pulls for each frame."""
-        return Dashboard(self.snapshot())
+        """The frame to draw: the snapshot now, through the panel cache (only the panels whose
+        data changed are rebuilt)."""
+        return Dashboard(self.snapshot(), cache=self.cache)
 
     def _hint(self, text: str) -> None:
         self.state = replace(self.state, hint=text)

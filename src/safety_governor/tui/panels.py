@@ -18,6 +18,7 @@ from rich.layout import Layout
 from rich.panel import Panel
 from rich.text import Text
 
+from .frames import Cached, PanelCache
 from .state import AWAITING_HUMAN, TERMINAL_STATES, DashboardState, IncidentView, ThreadEntry
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -51,8 +52,9 @@ def _fit(value: str, width: int) -> str:
 
 
 def _uptime(state: DashboardState) -> str:
+    # Minutes: the header changes once a minute, so an idle dashboard repaints at the data's rate.
     seconds = max(0, int((state.now - state.started_at).total_seconds()))
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def _pct(value: float) -> str:
@@ -118,9 +120,9 @@ class HeaderBar:
         for flag in s.flags:
             text.append(f" {flag} ", style="header.flag")
         if narrow:
-            text.append(f"  {s.now:%H:%M:%S} UTC  {len(s.incidents)} incidents", style="header")
+            text.append(f"  {s.now:%H:%M} UTC  {len(s.incidents)} incidents", style="header")
         else:
-            text.append(f"  {s.now:%H:%M:%S} UTC  up {_uptime(s)}  incidents {len(s.incidents)}", style="header")
+            text.append(f"  {s.now:%H:%M} UTC  up {_uptime(s)}  incidents {len(s.incidents)}", style="header")
         if s.frozen:  # the kill switch outranks everything else on the line
             text.append(f"  {s.frozen} ", style="header.alert")
         if waiting:
@@ -501,10 +503,31 @@ class ActivityPanel:
 
 
 class Dashboard:
-    """The full screen for one snapshot; the layout follows the terminal size."""
+    """The full screen for one snapshot; the layout follows the terminal size.
 
-    def __init__(self, state: DashboardState) -> None:
+    Args:
+        state: the snapshot.
+        cache: keeps each panel's rendered lines while its part of the snapshot is the same
+            (``frames.PanelCache``); ``None`` renders every panel (tests, benchmarks).
+    """
+
+    def __init__(self, state: DashboardState, cache: PanelCache | None = None) -> None:
         self.state = state
+        self.cache = cache
+
+    def panels(self, compact: bool) -> dict[str, Cached]:
+        """Each region's panel with the snapshot parts it reads (its cache key)."""
+        s, c = self.state, self.cache
+        t, selected = s.telemetry, s.selected_incident
+        return {
+            "telemetry": Cached(c, "telemetry", (t,), TelemetryPanel(s)),
+            "queue": Cached(c, "queue", (s.incidents, s.selected), QueuePanel(s, wide=not compact)),
+            "activity": Cached(c, "activity", (s.activity,), ActivityPanel(s)),
+            "status": Cached(c, "status", (s.integrations, t, s.metrics, s.workers), StatusPanel(s, compact=compact)),
+            "metrics": Cached(c, "metrics", (s.metrics,), MetricsPanel(s, compact=compact)),
+            "reasoning": Cached(c, "reasoning", (selected,), ReasoningPanel(s, compact=compact)),
+            "approvals": Cached(c, "approvals", (selected,), ApprovalsPanel(s)),
+        }
 
     def layout(self, width: int, height: int) -> Layout:
         s = self.state
@@ -513,31 +536,33 @@ class Dashboard:
         footer = Layout(FooterBar(s), name="footer", size=1)
         body = Layout(name="body")
         if width >= WIDE and height >= WIDE_HEIGHT:
+            p = self.panels(compact=False)
             left = Layout(name="left", ratio=9)
             right = Layout(name="right", ratio=7)
             left.split_column(
-                Layout(TelemetryPanel(s), name="telemetry", size=max(6, min(12, height // 4))),
-                Layout(QueuePanel(s, wide=True), name="queue", ratio=1, minimum_size=5),
-                Layout(ActivityPanel(s), name="activity", ratio=1, minimum_size=4),
+                Layout(p["telemetry"], name="telemetry", size=max(6, min(12, height // 4))),
+                Layout(p["queue"], name="queue", ratio=1, minimum_size=5),
+                Layout(p["activity"], name="activity", ratio=1, minimum_size=4),
             )
             right.split_column(
-                Layout(StatusPanel(s), name="status", size=len(s.integrations) + 5),
-                Layout(MetricsPanel(s), name="metrics", size=6),
-                Layout(ReasoningPanel(s), name="reasoning", ratio=3),
-                Layout(ApprovalsPanel(s), name="approvals", ratio=2, minimum_size=4),
+                Layout(p["status"], name="status", size=len(s.integrations) + 5),
+                Layout(p["metrics"], name="metrics", size=6),
+                Layout(p["reasoning"], name="reasoning", ratio=3),
+                Layout(p["approvals"], name="approvals", ratio=2, minimum_size=4),
             )
             body.split_row(left, right)
         else:
+            p = self.panels(compact=True)
             top = Layout(name="top", size=6 if height >= 30 else 5)
-            top.split_row(Layout(StatusPanel(s, compact=True), name="status", ratio=1),
-                          Layout(MetricsPanel(s, compact=True), name="metrics", ratio=1))
+            top.split_row(Layout(p["status"], name="status", ratio=1),
+                          Layout(p["metrics"], name="metrics", ratio=1))
             bottom = Layout(name="bottom", ratio=5, minimum_size=6)
-            bottom.split_row(Layout(ReasoningPanel(s, compact=True), name="reasoning", ratio=1),
-                             Layout(ApprovalsPanel(s), name="approvals", ratio=1))
+            bottom.split_row(Layout(p["reasoning"], name="reasoning", ratio=1),
+                             Layout(p["approvals"], name="approvals", ratio=1))
             body.split_column(
                 top,
-                Layout(TelemetryPanel(s), name="telemetry", size=4 if height < 30 else 7),
-                Layout(QueuePanel(s), name="queue", ratio=4, minimum_size=5),
+                Layout(p["telemetry"], name="telemetry", size=4 if height < 30 else 7),
+                Layout(p["queue"], name="queue", ratio=4, minimum_size=5),
                 bottom,
             )
         root.split_column(header, body, footer)
