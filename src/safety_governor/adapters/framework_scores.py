@@ -12,12 +12,14 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import requests
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from ..errors import ConfigError
 from ..models import FrameworkScores
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class HostedScores:
         self.fallback = fallback
         self.urls = {"cdct": cdct_url, "ddft": ddft_url, "eect": eect_url}
         self.timeout = timeout
+        import requests  # lazily: only hosted score APIs need it
+
         self.session = session or requests.Session()
         self._cache: dict[str, FrameworkScores] = {}
 
@@ -95,7 +99,9 @@ class HostedScores:
         base = self.urls.get(api)
         if not base:
             return None
-        url = f"{base.rstrip('/')}/score/{requests.utils.quote(model, safe='')}"
+        import requests
+
+        url = f"{base.rstrip('/')}/score/{quote(model, safe='')}"
         try:
             resp = self.session.get(url, timeout=self.timeout)
         except requests.RequestException as exc:
