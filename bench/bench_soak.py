@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_parsing import cpu_model  # noqa: E402
+from machine import describe_machine  # noqa: E402
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -55,7 +54,7 @@ def main() -> int:
     parser.add_argument("--retention-hours", type=float, default=0.08)
     parser.add_argument("--every", type=float, default=30.0, help="seconds between samples")
     args = parser.parse_args()
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(describe_machine())
     out = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     db = out / "governor.db"
     env = {**os.environ, "GOVERNOR_OUTPUT_DIR": str(out), "LOG_RETENTION_HOURS": str(args.retention_hours)}

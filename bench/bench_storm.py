@@ -21,7 +21,6 @@ import argparse
 import logging
 import math
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_parsing import cpu_model  # noqa: E402
+from machine import describe_machine  # noqa: E402
 
 from safety_governor.adapters.audit_jsonl import MemoryAudit  # noqa: E402
 from safety_governor.adapters.inbox_local import LocalInbox  # noqa: E402
@@ -144,7 +143,7 @@ def main() -> int:
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # the service's activity log; the figures are the output
     n, lat, c = args.incidents, args.latency, args.concurrency
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(describe_machine())
     with tempfile.TemporaryDirectory(prefix="bench-storm-") as tmp:
         workdir = Path(tmp)
         target = 2 * math.ceil(n / c) * lat + 5
