@@ -332,3 +332,19 @@ def test_the_watcher_shows_a_freeze_set_elsewhere_and_the_key_refuses_non_overri
     assert shown[0].startswith("FROZEN by bob at ") and shown[0].endswith(" UTC: cli freeze")
     assert shown[-1] is None
     assert [e["kind"] for e in audit.records["workflow_events"]] == ["guardrail_freeze"]
+
+
+def test_a_failed_verification_keeps_the_action_from_running_again_for_the_incident_until_a_human_decides(
+        governor, knowledge, store, audit):
+    from test_verification import FakeTime, _executed, traffic
+
+    a, execution = _executed(governor, knowledge, "inc-004")  # checkout-web: rollback_last_deploy, automatic
+    assert execution is not None
+    clock = FakeTime(execution.at, on_tick=lambda now: traffic(store, "checkout-web", now, requests=10, errors=8))
+    result = governor.pipeline.verify(a, execution, window_seconds=3, poll_interval=1, clock=clock.clock,
+                                      sleep=clock.sleep)
+    assert not result.resolved
+    reset_breaker(store, audit, service="checkout-web", by="oncall")  # a reset closes the service's breaker…
+    again = governor.pipeline.assess(a.incident)
+    assert "circuit_open" in again.gate.rule_ids  # …but not for the action that already failed here
+    assert "already failed verification for this incident" in " ".join(r.message for r in again.gate.reasons)
