@@ -10,30 +10,18 @@ renders tables and the trade-off plot.
 from __future__ import annotations
 
 import json
-import os
-import platform
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..config import Settings
 from ..errors import InputError
+from ..machine import describe_machine
 from .metrics import summarise
 from .runner import DEFAULT_SWEEP, EvalRunner, world_config
 from .world import AGENT_KINDS, WorldConfig
 
-__all__ = ["AGENT_KINDS", "DEFAULT_SWEEP", "EvalRunner", "WorldConfig", "machine", "parse_assignments", "run_benchmark", "world_config"]
-
-
-def machine() -> str:
-    """CPU model and core count, for the figures' context."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
+__all__ = ["AGENT_KINDS", "DEFAULT_SWEEP", "EvalRunner", "WorldConfig", "parse_assignments", "run_benchmark", "world_config"]
 
 
 def parse_assignments(text: str, option: str) -> dict[str, list[float]]:
@@ -67,10 +55,11 @@ def run_benchmark(
     shape). With ``out_dir`` it also writes ``eval_results.json`` and, with ``plot``,
     ``eval_tradeoff.png`` there."""
     runner = EvalRunner(settings, world_path=world_path, overrides=overrides, noise_free=noise_free, sweep=sweep)
+    machine = describe_machine()  # before the run: its load average is the one the run started under
     records, elapsed = runner.run(progress)
     result = summarise(records, runner.table, runner.sweep, runner.config.model_dump())
     result["sweep_skipped"] = runner.sweep_skipped
-    result["run"] = {"elapsed_seconds": round(elapsed, 2), "machine": machine(),
+    result["run"] = {"elapsed_seconds": round(elapsed, 2), "machine": machine,
                      "gate_policy_version": runner.policy.version, "config_hash": runner.policy.config_hash,
                      "world_file": str(runner.world_path)}
     if out_dir is not None:

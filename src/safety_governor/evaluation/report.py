@@ -100,9 +100,8 @@ def render(result: Mapping[str, Any]) -> Group:
     )
     parts: list[Any] = [policies_table(result), sweep_table(result), kinds_table(result), rules_table(result), lines]
     if run:
-        parts.append(Text(f"{result['cases']} cases in {run['elapsed_seconds']:.1f} s "
-                          f"({run['machine']}); JSON {run.get('json_path', '-')}, plot {run.get('plot_path', '-')}",
-                          style="dim"))
+        parts.append(Text(f"{result['cases']} cases in {run['elapsed_seconds']:.1f} s; {run['machine']}. "
+                          f"JSON {run.get('json_path', '-')}, plot {run.get('plot_path', '-')}", style="dim"))
     return Group(*parts)
 
 
