@@ -348,3 +348,17 @@ def test_a_failed_verification_keeps_the_action_from_running_again_for_the_incid
     again = governor.pipeline.assess(a.incident)
     assert "circuit_open" in again.gate.rule_ids  # …but not for the action that already failed here
     assert "already failed verification for this incident" in " ".join(r.message for r in again.gate.reasons)
+
+
+def test_recent_events_are_newest_first_filtered_by_kind_and_time_and_limited_on_both_stores(stores):
+    store, _ = stores
+    now = datetime.now(UTC)
+    for n, (kind, minutes) in enumerate([("a", 50), ("b", 40), ("a", 30), ("a", 20), ("b", 10)]):
+        at = (now - timedelta(minutes=minutes)).isoformat()
+        store.append_event("workflow_events", {"kind": kind, "n": n, "at": at})
+    assert [e["n"] for e in store.recent_events("workflow_events")] == [4, 3, 2, 1, 0]
+    assert [e["n"] for e in store.recent_events("workflow_events", kind="a", limit=2)] == [3, 2]
+    assert [e["n"] for e in store.recent_events("workflow_events", kind=["a", "b"],
+                                                since=now - timedelta(minutes=35))] == [4, 3, 2]
+    assert store.recent_events("workflow_events", kind=[]) == []
+    assert all("sg_seq" not in e for e in store.recent_events("workflow_events"))

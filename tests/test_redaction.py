@@ -164,3 +164,18 @@ def test_no_secret_in_a_replayed_scenario_reaches_the_dashboards_output_folder(t
     assert main(["--no-tui", "--scenario", str(path)], out=io.StringIO()) == 0
     assert (tmp_path / "output" / "agent_runs.jsonl").exists()
     assert leaked(tmp_path / "output") == {}
+
+
+def test_the_mcp_servers_stderr_log_is_redacted_too(capsys):
+    from safety_governor.mcp_serve import _configure_logging
+
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    try:
+        _configure_logging("info")
+        logging.getLogger("safety_governor.mcp").warning("client sent %s", SAMPLES[2][1])
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert SAMPLES[2][2] not in err and "[redacted:api_key]" in err

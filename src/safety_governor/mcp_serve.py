@@ -22,6 +22,7 @@ from . import __version__
 from .config import Settings
 from .errors import ConfigError
 from .mcp_server import DEFAULT_HOST, DEFAULT_PATH, DEFAULT_PORT, MIN_TOKEN_LENGTH, SERVER_NAME, TOKEN_ENV, log
+from .redaction import RedactingFormatter
 
 
 def is_loopback(host: str) -> bool:
@@ -44,9 +45,10 @@ def server_token(environ: Mapping[str, str]) -> str | None:
 
 
 def _configure_logging(level: str) -> None:
-    """Everything to stderr: on stdio, stdout carries MCP messages only."""
+    """Everything to stderr (on stdio, stdout carries MCP messages only), credentials redacted:
+    stderr often ends up in a file."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
