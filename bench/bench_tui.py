@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import describe_machine  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from safety_governor.tui.panels import Dashboard  # noqa: E402
+from safety_governor.tui.dashboard import Dashboard  # noqa: E402
 from safety_governor.tui.state import (  # noqa: E402
     DashboardState,
     IncidentView,

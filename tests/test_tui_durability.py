@@ -20,7 +20,7 @@ from safety_governor.config import Settings
 from safety_governor.knowledge import seed_store
 from safety_governor.models import Incident
 from safety_governor.tui.controller import Controller
-from safety_governor.tui.panels import render_text
+from safety_governor.tui.dashboard import render_text
 from safety_governor.service.runtime import Options, Runtime, TrafficWorker
 from safety_governor.tui.state import DashboardState, reduce_all
 from safety_governor.service.agent import AgentWorker

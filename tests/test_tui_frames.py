@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from rich.console import Console
 
 from safety_governor.tui.frames import PanelCache, ScreenPainter
-from safety_governor.tui.panels import Dashboard, render_text
+from safety_governor.tui.dashboard import Dashboard, render_text
 from safety_governor.tui.state import DashboardState, LogLine, Metrics, TelemetryView
 from safety_governor.tui.theme import THEME
 

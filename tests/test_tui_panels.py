@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from safety_governor.tui.panels import Dashboard, QueuePanel, render_text, sparkline
+from safety_governor.tui.dashboard import Dashboard, render_text
+from safety_governor.tui.panels import QueuePanel, sparkline
 from safety_governor.tui.state import (
     STATES,
     Activity,

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import GovernorError
 from .frames import PanelCache
-from .panels import Dashboard
+from .dashboard import Dashboard
 from .state import DashboardState, KeyPressed, Prompt, reduce
 
 REPLY_KEYS = {"a": "APPROVE", "h": "HOLD", "r": "REJECT"}
