@@ -88,7 +88,8 @@ class FreezeWindow(BaseModel):
         else:
             if not self.days or self.from_ is None or self.to is None:
                 raise ValueError("a weekly freeze window needs days, from and to")
-            _minutes(self.from_), _minutes(self.to)
+            _minutes(self.from_)  # raises on a malformed time
+            _minutes(self.to)
         return self
 
     def applies_to(self, service: str) -> bool:
