@@ -34,6 +34,13 @@ def verify_cli(target: Path, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+def edit_seq_3(lines: list[str]) -> None:
+    """Quietly rewrite one field of the record with seq 3."""
+    record = json.loads(lines[2])
+    record["decision"] = "block_and_escalate"
+    lines[2] = json.dumps(record) + "\n"
+
+
 def tampered(path: Path, capsys, change) -> str:
     """Apply ``change`` to the file's lines, verify, and return what verify printed (exit 1)."""
     lines = path.read_text().splitlines(keepends=True)
@@ -108,12 +115,7 @@ def test_verify_names_the_record_after_a_deleted_line(tmp_path, capsys):
 
 
 def test_verify_names_an_edited_field_even_when_seq_and_links_look_right(tmp_path, capsys):
-    def edit(lines: list[str]) -> None:
-        record = json.loads(lines[2])
-        record["decision"] = "block_and_escalate"  # seq 3 quietly rewritten
-        lines[2] = json.dumps(record) + "\n"
-
-    out = tampered(written(tmp_path), capsys, edit)
+    out = tampered(written(tmp_path), capsys, edit_seq_3)
     assert "BROKEN at line 3 (seq 3): hash" in out and "does not match the record's content" in out
 
 
@@ -272,3 +274,20 @@ def test_a_file_the_chain_cannot_continue_is_renamed_aside_and_named_in_the_new_
     genesis = lines_of(legacy)[0]
     assert genesis["previous_file"] == aside.name and "no hash chain" in genesis["previous_file_reason"]
     assert audit.warnings and verify(tmp_path)[0].ok
+
+
+def test_the_start_check_shows_a_broken_chain_and_new_appends_never_repair_it(tmp_path):
+    from safety_governor.bootstrap import audit_status
+    from safety_governor.config import Settings
+
+    path = written(tmp_path)
+    lines = path.read_text().splitlines(keepends=True)
+    edit_seq_3(lines)
+    path.write_text("".join(lines))
+    audit = JsonlAudit(tmp_path)  # the next start, then more records
+    audit.record("workflow_events", {"kind": "gate_decision", "incident_id": "later"})
+    ok, line = audit_status(Settings(output_dir=tmp_path), audit)
+    assert not ok and line.startswith("workflow_events.jsonl: BROKEN at line 3 (seq 3): hash")
+    [check] = verify(tmp_path)
+    assert (check.line, check.seq) == (3, 3)
+    assert json.loads(path.read_text().splitlines()[2])["decision"] == "block_and_escalate"  # left as found
