@@ -16,7 +16,8 @@ from safety_governor.adapters.fallbacks import FallbackApprovalChannel
 from safety_governor.adapters.inbox_local import LocalInbox
 from safety_governor.adapters.slack_approvals import SlackApprovalChannel, default_retry_handlers
 from safety_governor.adapters.store_sqlite import SQLiteStore
-from safety_governor.approval_state import ApprovalState, DurableApprovals
+from safety_governor.approval_state import ApprovalState
+from safety_governor.durable_approvals import DurableApprovals
 from safety_governor.approvals import ApprovalPolicy
 from safety_governor.bootstrap import build, build_approval_policy
 from safety_governor.config import Settings

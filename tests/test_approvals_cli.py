@@ -11,6 +11,7 @@ from test_tui_durability import AUTH, OVERRIDE, Dashboard, run_until
 from safety_governor.adapters.inbox_local import LocalInbox
 from safety_governor.adapters.store_sqlite import SQLiteStore
 from safety_governor.approval_state import ApprovalState
+from safety_governor.authority import os_account
 from safety_governor.cli import main
 from safety_governor.config import Settings
 
@@ -52,17 +53,20 @@ def test_a_shell_reply_reaches_the_running_dashboard_through_the_approval_rules_
         assert cli(settings, "reply", "inc-auth", "APPROVE") == 0
         run_until(lambda: any(e.command == "APPROVE" for e in item.session.events), dash.slack.step)
         assert item.session.events[-1].outcome == "refused" and item.state == "PENDING_APPROVAL"
-        # Someone who is not a configured approver does not count.
-        assert cli(settings, "reply", "inc-auth", *OVERRIDE.split(), "--user", "mallory") == 0
-        run_until(lambda: item.session.events[-1].user == "mallory", dash.slack.step)
-        assert item.session.events[-1].outcome == "unauthorized"
-        assert cli(settings, "reply", "inc-auth", *OVERRIDE.split()) == 0
+        # A name typed on the command line is not an identity: --user must be the caller's own mapped user.
+        capsys.readouterr()
+        assert cli(settings, "reply", "inc-auth", *OVERRIDE.split(), "--user", "mallory") == 2
+        assert "--user mallory refused: OS account" in capsys.readouterr().err
+        assert cli(settings, "reply", "inc-auth", *OVERRIDE.split(), "--user", "oncall") == 0
         run_until(lambda: dash.executions("inc-auth") == 1, dash.slack.step, dash.agent.run_due)
         for _ in range(5):  # nothing is applied or executed twice
             dash.slack.step()
             dash.agent.run_due()
         assert dash.executions("inc-auth") == 1
-        assert [e.outcome for e in item.session.events] == ["refused", "unauthorized", "accepted"]
+        assert [e.outcome for e in item.session.events] == ["refused", "accepted"]
+        accepted = item.session.events[-1]
+        assert (accepted.user, accepted.channel, accepted.os_account) == ("oncall", "cli", os_account())
+        assert accepted.decision_id == item.assessment.gate.decision_id
         assert ApprovalState(dash.store).unconsumed("inc-auth") == []
     finally:
         dash.close()

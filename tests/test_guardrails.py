@@ -14,6 +14,7 @@ from elasticsearch import Elasticsearch
 from pydantic import ValidationError
 
 from safety_governor import cli
+from safety_governor.authority import os_account
 from safety_governor.adapters.audit_jsonl import MemoryAudit
 from safety_governor.adapters.store_elastic import ElasticStore
 from safety_governor.adapters.store_sqlite import SQLiteStore
@@ -238,11 +239,19 @@ def test_a_store_without_guardrail_state_blocks(settings, store):
 # --- the switches from a shell -------------------------------------------------------------------
 
 
+def _approvers_file(path, user: str, *, override: bool):
+    """An approvers file mapping this process's OS account to ``user``."""
+    path.write_text(json.dumps({"version": "t", "users": {user: {"os_accounts": [os_account()],
+                                                                  "override": override}}}), encoding="utf-8")
+    return path
+
+
 @pytest.fixture
 def shell(tmp_path, monkeypatch):
     monkeypatch.setenv("GOVERNOR_OUTPUT_DIR", str(tmp_path / "out"))
-    monkeypatch.setenv("GOVERNOR_LOCAL_USER", "alice")
-    monkeypatch.setenv("GOVERNOR_OVERRIDERS", "alice")
+    # Identity is the OS account, mapped to alice (an overrider) by the approvers file.
+    monkeypatch.setenv("GOVERNOR_APPROVERS_FILE", str(_approvers_file(tmp_path / "approvers.json", "alice",
+                                                                      override=True)))
     monkeypatch.delenv("ELASTIC_URL", raising=False)
     monkeypatch.delenv("ELASTIC_CLOUD_ID", raising=False)
     return tmp_path / "out"
@@ -265,8 +274,12 @@ def test_freeze_on_status_off_are_audited_and_seen_by_the_gate(shell, capsys):
     assert all(c.ok for c in verify(shell))
 
 
-def test_the_switches_refuse_anyone_who_is_not_an_overrider(shell, capsys, monkeypatch):
-    monkeypatch.setenv("GOVERNOR_LOCAL_USER", "mallory")
+def test_the_switches_refuse_anyone_who_is_not_an_overrider(shell, capsys, monkeypatch, tmp_path):
+    # mallory's environment cannot make her an overrider; the approvers file maps her account to a
+    # user who may only approve.
+    monkeypatch.setenv("GOVERNOR_OVERRIDERS", "mallory")
+    monkeypatch.setenv("GOVERNOR_APPROVERS_FILE", str(_approvers_file(tmp_path / "mallory.json", "mallory",
+                                                                      override=False)))
     assert cli.main(["freeze", "on", "--reason", "x"]) == 2
     assert cli.main(["freeze", "off"]) == 2
     assert cli.main(["breaker", "reset", "checkout-web"]) == 2

@@ -10,6 +10,7 @@ import pytest
 
 from safety_governor import cli
 from safety_governor.adapters.store_sqlite import SQLiteStore
+from safety_governor.authority import os_account
 from safety_governor.approvals import ApprovalPolicy
 from safety_governor.errors import InputError
 from safety_governor.knowledge import seed_store
@@ -174,14 +175,20 @@ def test_the_runbooks_cli_reviews_approves_and_revokes_on_the_configured_store(
     incident = Incident(id="inc-cli", service="checkout-web", severity="medium", summary="5xx after deploy")
     doc = learn_runbook(store, incident, *_records(incident, "rollback_last_deploy"))
     store.close()
-    for name, value in {"GOVERNOR_OUTPUT_DIR": str(tmp_path / "out"), "GOVERNOR_APPROVERS": "alice",
-                        "GOVERNOR_OVERRIDERS": "alice", "GOVERNOR_LOCAL_USER": "alice"}.items():
+    approvers = tmp_path / "approvers.json"
+    approvers.write_text(json.dumps({"version": "t", "users": {
+        "alice": {"roles": ["sre"], "approve": True, "os_accounts": [os_account()]}}}), encoding="utf-8")
+    # The caller's environment naming mallory an approver counts for nothing: identity is the OS
+    # account, authority the approvers file.
+    for name, value in {"GOVERNOR_OUTPUT_DIR": str(tmp_path / "out"), "GOVERNOR_APPROVERS_FILE": str(approvers),
+                        "GOVERNOR_APPROVERS": "mallory", "GOVERNOR_OVERRIDERS": "mallory",
+                        "GOVERNOR_LOCAL_USER": "mallory"}.items():
         monkeypatch.setenv(name, value)
 
     assert cli.main(["runbooks", "review", "--store", str(db)]) == 0
     assert doc["id"] in capsys.readouterr().out
     assert cli.main(["runbooks", "approve", doc["id"], "--user", "mallory", "--store", str(db)]) == 2
-    assert "mallory is not a configured approver" in capsys.readouterr().err
+    assert "--user mallory refused: OS account" in capsys.readouterr().err
     assert cli.main(["runbooks", "approve", "rbk-nope", "--store", str(db)]) == 2
     assert capsys.readouterr().err.strip() == "error: runbook rbk-nope not found"
     assert cli.main(["runbooks", "approve", doc["id"], "--store", str(db)]) == 0

@@ -34,6 +34,9 @@ pipeline's ``approval_*`` event and marks it consumed in one store transaction. 
 governor (new channel, new ``ApprovalState``, same store) therefore neither loses nor repeats a
 reply, resumes on the same Slack thread (``wait_posted``), and never runs an action twice:
 ``execute_once`` looks for the decision in ``action_executions`` first.
+
+The driver over these records (``DurableApprovals``) and the assessment snapshot live in
+``durable_approvals.py``.
 """
 
 from __future__ import annotations
@@ -42,24 +45,12 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .approvals import ApprovalPolicy, ApprovalSession
-from .errors import AuditWriteError, GovernorError, StoreError
-from .incident_state import NO_EXECUTION_STATES, current_state
-from .models import (
-    ApprovalEvent,
-    CompressOutput,
-    ExecutionRecord,
-    GateOutput,
-    Incident,
-    PlanOutput,
-    StressOutput,
-)
-from .pipeline import Assessment, ReliabilityLayerAgent
-from .ports import ApprovalChannel, AuditSink, Store, Ticket, TicketPort
+from .errors import AuditWriteError, StoreError
+from .ports import AuditSink, Store, Ticket
 
 WAIT_OPENED = "wait_opened"
 WAIT_POSTED = "wait_posted"
@@ -99,6 +90,23 @@ class Reply:
     user: str
     text: str
     source: str
+    decision_id: str | None = None  # the decision whose wait was open when it arrived
+    at: datetime | None = None  # when it arrived (its age decides expiry, not when it is applied)
+
+    @property
+    def channel(self) -> str:
+        return channel_of(self.source, self.key)
+
+
+def channel_of(source: str, key: str = "") -> str:
+    """The audit's channel name for a reply: tui, cli, slack or scenario."""
+    if source == "cli" or key.startswith("cli:"):
+        return "cli"
+    if source.startswith("slack") or key.startswith(("msg:", "action:", "view:")):
+        return "slack"
+    if source in ("local-inbox", "tui") or key.startswith("local:"):
+        return "tui"
+    return source or "scenario"
 
 
 def take_replies(channel: Any, incident_id: str) -> list[tuple[str, str]]:
@@ -224,12 +232,20 @@ class ApprovalState:
 
     # --- replies ----------------------------------------------------------------------------
 
-    def receive(self, incident_id: str, key: str, *, user: str, text: str, source: str) -> bool:
-        """Record a reply once per ``key``; False when it was already received."""
+    def receive(
+        self, incident_id: str, key: str, *, user: str, text: str, source: str, decision_id: str | None = None,
+        **extra: Any,
+    ) -> bool:
+        """Record a reply once per ``key``; False when it was already received. It is bound to
+        ``decision_id``, by default the decision whose wait is open now (a reply cannot drift onto
+        a later decision of the same incident)."""
         with self._tx():
             if any(e.get("key") == key for e in self._events(REPLY_RECEIVED, incident_id)):
                 return False
-            self._append(REPLY_RECEIVED, incident_id, key=key, user=user, text=text, source=source)
+            if decision_id is None:
+                decision_id = (self.wait_for(incident_id) or {}).get("decision_id")
+            self._append(REPLY_RECEIVED, incident_id, key=key, user=user, text=text, source=source,
+                         decision_id=decision_id, **extra)
             return True
 
     def unconsumed(self, incident_id: str) -> list[Reply]:
@@ -237,8 +253,16 @@ class ApprovalState:
         events = self._events((REPLY_RECEIVED, REPLY_CONSUMED), incident_id)
         consumed = {e.get("key") for e in events if e["kind"] == REPLY_CONSUMED}
         return [Reply(incident_id, str(e["key"]), str(e.get("user", "")), str(e.get("text", "")),
-                      str(e.get("source", "")))
+                      str(e.get("source", "")), e.get("decision_id"),
+                      datetime.fromisoformat(str(e["at"])) if e.get("at") else None)
                 for e in events if e["kind"] == REPLY_RECEIVED and e.get("key") not in consumed]
+
+    def opened_at(self, incident_id: str, decision_id: str) -> datetime | None:
+        """When the wait on ``decision_id`` opened (the start of its approval TTL)."""
+        for e in self._events(WAIT_OPENED, incident_id):
+            if e.get("decision_id") == decision_id and e.get("at"):
+                return datetime.fromisoformat(str(e["at"]))
+        return None
 
     def consume(self, incident_id: str, key: str) -> None:
         with self._tx():
@@ -351,309 +375,3 @@ class ApprovalState:
             if doc.get("decision_id") == decision_id and doc.get("status") != "refused":
                 return doc
         return None
-
-
-# --- the assessment snapshot ---------------------------------------------------------------------
-
-
-def snapshot_assessment(a: Assessment) -> dict[str, Any]:
-    """Everything needed to rebuild ``a`` after a restart, as JSON-ready data."""
-    return {
-        "incident": a.incident.model_dump(mode="json"),
-        "plan": a.plan.model_dump(mode="json") if a.plan else None,
-        "plan_error": a.plan_error,
-        "stress": a.stress.model_dump(mode="json"),
-        "stress_error": a.stress_error,
-        "compress": a.compress.model_dump(mode="json"),
-        "gate": a.gate.model_dump(mode="json"),
-        "model": a.model,
-        "tool_calls": a.tool_calls,
-        "started_at": a.started_at.isoformat(),
-        "plan_fields": list(a.plan_fields),
-    }
-
-
-def restore_assessment(data: Mapping[str, Any]) -> Assessment:
-    return Assessment(
-        incident=Incident.model_validate(data["incident"]),
-        plan=PlanOutput.model_validate(data["plan"]) if data.get("plan") else None,
-        plan_error=data.get("plan_error"),
-        stress=StressOutput.model_validate(data["stress"]),
-        stress_error=data.get("stress_error"),
-        compress=CompressOutput.model_validate(data["compress"]),
-        gate=GateOutput.model_validate(data["gate"]),
-        model=str(data.get("model", "")),
-        tool_calls=int(data.get("tool_calls", 0)),
-        started_at=datetime.fromisoformat(str(data["started_at"])),
-        plan_fields=list(data.get("plan_fields") or []),
-    )
-
-
-def approval_request_text(a: Assessment, preview: str | None = None) -> str:
-    """The default ``message`` of an approval request: recommended steps and the dry-run preview."""
-    lines = [f"Proposed action: {a.gate.proposed_action or '(none)'}"]
-    if a.plan and a.plan.rationale:
-        lines.append(f"Recommended steps: {a.plan.rationale}")
-    if preview:
-        lines.append(f"Dry-run preview: {preview}")
-    return "\n".join(lines)
-
-
-def gate_comment(a: Assessment) -> str:
-    """The ticket comment for a gate decision."""
-    g = a.gate
-    rules = ", ".join(g.rule_ids) or "none"
-    reasons = "; ".join(r.message for r in g.reasons)
-    text = (f"Gate decision {g.decision} ({g.decision_id}): action {g.proposed_action or '(none)'}, "
-            f"rules fired: {rules}, confidence {g.confidence_initial:.2f} -> {g.confidence_final:.2f}")
-    return f"{text}. {reasons}" if reasons else text
-
-
-def approval_comment(event: ApprovalEvent) -> str:
-    """The ticket comment for an approval outcome (accepted, refused, invalid, unauthorized)."""
-    return f"{event.command or 'reply'} from {event.user}: {event.outcome} ({event.reason})"
-
-
-def rebuild_session(pipeline: ReliabilityLayerAgent, a: Assessment, policy: ApprovalPolicy) -> ApprovalSession:
-    """A fresh session with the recorded replies of ``a``'s decision applied again, in order,
-    through the same rules (nothing is recorded again). A refusal reuses its recorded text, so a
-    restart never asks a live agent to explain it a second time."""
-    session = pipeline.approval_session(a, policy)
-    for e in events_of_kind(pipeline.store, APPROVAL_KINDS, a.incident.id):
-        if e.get("decision_id") == a.gate.decision_id:
-            if e.get("kind") == "approval_refused" and not session.refusal_text and e.get("reason"):
-                session.refusal_text = str(e["reason"])
-            at = datetime.fromisoformat(e["at"]) if e.get("at") else None
-            session.apply(str(e.get("user", "")), str(e.get("text", "")), at=at)
-    return session
-
-
-# --- the driver the slack worker calls -------------------------------------------------------------
-
-
-@dataclass
-class Waiting:
-    """An incident waiting for a human, with its rebuilt assessment and approval session."""
-
-    incident_id: str
-    decision_id: str
-    assessment: Assessment
-    session: ApprovalSession
-    message: str
-    ticket: Ticket | None = None
-    handle: str = ""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What one reply did: the approval rules' verdict and the session state after it."""
-
-    incident_id: str
-    reply: Reply
-    event: ApprovalEvent
-    state: str
-    may_execute: bool
-
-
-@dataclass
-class DurableApprovals:
-    """The approval loop over a channel, durable across restarts.
-
-    The slack worker calls ``resume()`` once at start, ``open(...)`` for each blocked decision
-    (after ``pipeline.record_decision``), ``poll()`` on every tick, and ``execute_once(w)`` for
-    each ``w`` in ``ready()``. Replies go through ``ApprovalSession.apply`` (the core's rules),
-    each is recorded with ``pipeline.record_approval`` and marked consumed in one transaction
-    when the channel offers ``pending_replies(incident_id) -> list[Reply]`` and
-    ``ack(incident_id, key)`` (Slack and the fallback do); a channel with only ``replies()``
-    (the local inbox) hands each reply out once by itself.
-
-    Args:
-        pipeline: the wired pipeline (audit, store, executor).
-        channel: Slack, the local inbox, or the fallback of both.
-        state: the bookkeeping over the same store as ``pipeline.store``.
-        policy: who may decide (``bootstrap.build_approval_policy``).
-        tickets: optional; when given, the gate decision and every approval outcome that is not
-            ``ignored`` are commented on the incident's ticket.
-    """
-
-    pipeline: ReliabilityLayerAgent
-    channel: ApprovalChannel
-    state: ApprovalState
-    policy: ApprovalPolicy
-    tickets: TicketPort | None = None
-    _waiting: dict[str, Waiting] = field(default_factory=dict)
-    _lock: threading.RLock = field(default_factory=threading.RLock)
-
-    def open(self, a: Assessment, *, message: str | None = None, ticket: Ticket | None = None) -> Waiting:
-        """Start waiting for a human on ``a``'s decision and post the request (idempotent per
-        decision). A channel outage does not raise: the request is queued and retried."""
-        with self._lock:
-            current = self._waiting.get(a.incident.id)
-            if current is not None and current.decision_id == a.gate.decision_id:
-                return current
-            if message is None:
-                message = approval_request_text(a, self.pipeline.executor.preview(a.incident, a.gate))
-            self.state.open_wait(a.incident.id, a.gate.decision_id, channel=self.channel.name,
-                                 assessment=snapshot_assessment(a), message=message, ticket=ticket)
-            w = Waiting(a.incident.id, a.gate.decision_id, a, self.pipeline.approval_session(a, self.policy),
-                        message, ticket)
-            self._waiting[w.incident_id] = w
-            if self.tickets is not None and ticket is not None:
-                self._ticket_comment(ticket.key, gate_comment(a))
-            w.handle = self._request(w)
-            return w
-
-    def resume(self) -> list[Waiting]:
-        """Rebuild every open wait from the store (after a restart); returns them."""
-        with self._lock:
-            for record in self.state.open_waits():
-                incident_id = str(record["incident_id"])
-                if incident_id in self._waiting:
-                    continue
-                a = restore_assessment(record["assessment"])
-                ticket = Ticket.model_validate(record["ticket"]) if record.get("ticket") else None
-                w = Waiting(incident_id, str(record["decision_id"]), a, self._rebuild_session(a),
-                            str(record.get("message", "")), ticket)
-                self._waiting[incident_id] = w
-                # Idempotent on Slack (the same thread, no second post); puts the request back
-                # into an in-memory local inbox; posts it if the crash came before it went out.
-                w.handle = self._request(w)
-            return list(self._waiting.values())
-
-    def waiting(self) -> list[Waiting]:
-        with self._lock:
-            return list(self._waiting.values())
-
-    def ready(self) -> list[Waiting]:
-        """Waits a human authorised (approved or overridden): call ``execute_once`` on each."""
-        with self._lock:
-            return [w for w in self._waiting.values() if w.session.may_execute]
-
-    def poll(self) -> list[Progress]:
-        """Feed new replies of every open wait through the approval rules, exactly once each."""
-        progress: list[Progress] = []
-        flush = getattr(self.tickets, "flush", None)
-        if callable(flush):
-            flush()
-        for w in self.waiting():
-            try:
-                progress.extend(self._poll_one(w))
-            except GovernorError as exc:
-                self.state.record_error(self.channel.name, "poll", _short(exc), incident_id=w.incident_id)
-        return progress
-
-    def _poll_one(self, w: Waiting) -> list[Progress]:
-        out: list[Progress] = []
-        for reply in self._replies(w.incident_id):
-            with self._lock:
-                if w.incident_id not in self._waiting:
-                    break
-                try:
-                    with self.pipeline.store.atomic():
-                        event = w.session.apply(reply.user, reply.text, at=_now())
-                        self.pipeline.record_approval(w.assessment, w.session)
-                        self._ack(w.incident_id, reply.key)
-                except BaseException:
-                    # The transaction rolled back: the session must forget the reply too.
-                    w.session = self._rebuild_session(w.assessment)
-                    raise
-            out.append(Progress(w.incident_id, reply, event, w.session.state, w.session.may_execute))
-            self._after(w, event)
-        return out
-
-    def execute_once(self, w: Waiting) -> ExecutionRecord | None:
-        """Execute ``w``'s action unless this decision already ran (``action_executions``) or the
-        incident is resolved or rejected; closes the wait. Returns the execution record (the
-        earlier one if it already ran) or ``None`` when nothing may run."""
-        with self._lock:
-            prior = self.state.execution_for(w.incident_id, w.decision_id)
-            if prior is not None:
-                self._close(w, "executed", f"already executed ({prior.get('execution_id', '?')})")
-                return ExecutionRecord.model_validate({k: prior[k] for k in ExecutionRecord.model_fields if k in prior})
-            if not w.session.may_execute or current_state(self.pipeline.store, w.incident_id) in NO_EXECUTION_STATES:
-                return None
-            record = self.pipeline.execute(w.assessment, w.session)
-            if record is None:
-                self._close(w, "execution_refused", "the executor refused the action")
-                return None
-            self._close(w, "executed", f"executed by {record.mode}: {record.preview}")
-            return record
-
-    def close(self, incident_id: str, outcome: str, detail: str = "") -> None:
-        """Stop waiting (e.g. the incident was resolved elsewhere); removes the buttons."""
-        with self._lock:
-            w = self._waiting.get(incident_id)
-            if w is not None:
-                self._close(w, outcome, detail)
-
-    # --- helpers ----------------------------------------------------------------------------
-
-    def _rebuild_session(self, a: Assessment) -> ApprovalSession:
-        return rebuild_session(self.pipeline, a, self.policy)
-
-    def _request(self, w: Waiting) -> str:
-        try:
-            return self.channel.request(w.assessment.incident, w.assessment.gate, message=w.message, ticket=w.ticket)
-        except GovernorError as exc:  # stays waiting; nothing executes without a reply
-            self.state.record_error(self.channel.name, "request", _short(exc), incident_id=w.incident_id)
-            return ""
-
-    def _replies(self, incident_id: str) -> list[Reply]:
-        pending = getattr(self.channel, "pending_replies", None)
-        if callable(pending):
-            return list(pending(incident_id))
-        return [Reply(incident_id, f"plain:{uuid.uuid4().hex}", user, text, self.channel.name)
-                for user, text in self.channel.replies(incident_id)]
-
-    def _ack(self, incident_id: str, key: str) -> None:
-        ack = getattr(self.channel, "ack", None)
-        if callable(ack) and not key.startswith("plain:"):
-            ack(incident_id, key)
-
-    def _after(self, w: Waiting, event: ApprovalEvent) -> None:
-        """Answer in the thread, update the message and the ticket after one reply."""
-        if event.outcome == "ignored":
-            return
-        if event.outcome in ("refused", "unauthorized", "invalid"):
-            self._notify(w.incident_id, event.reason)
-        else:
-            self._notify(w.incident_id, f"{event.command} accepted: {event.reason}")
-            status = {"approved": "approved by", "overridden": "FORCE_OVERRIDE by", "held": "held by",
-                      "rejected": "rejected by"}.get(w.session.state, w.session.state)
-            if w.session.state == "rejected":
-                self._close(w, "rejected", f"{status} {event.user}")
-            else:
-                self._update(w.incident_id, f"{status} {event.user}", final=False)
-        if self.tickets is not None and w.ticket is not None:
-            self._ticket_comment(w.ticket.key, approval_comment(event))
-
-    def _close(self, w: Waiting, outcome: str, detail: str) -> None:
-        self.state.close_wait(w.incident_id, w.decision_id, outcome, detail)
-        self._waiting.pop(w.incident_id, None)
-        self._update(w.incident_id, detail or outcome, final=True)
-
-    def _notify(self, incident_id: str, text: str) -> None:
-        try:
-            self.channel.notify(incident_id, text)
-        except GovernorError as exc:
-            self.state.record_error(self.channel.name, "notify", _short(exc), incident_id=incident_id)
-
-    def _update(self, incident_id: str, status: str, *, final: bool) -> None:
-        update = getattr(self.channel, "update", None)
-        if not callable(update):
-            return
-        try:
-            update(incident_id, status, final=final)
-        except GovernorError as exc:
-            self.state.record_error(self.channel.name, "update", _short(exc), incident_id=incident_id)
-
-    def _ticket_comment(self, key: str, text: str) -> None:
-        assert self.tickets is not None
-        try:
-            self.tickets.comment(key, text)
-        except GovernorError as exc:
-            self.state.record_error(getattr(self.tickets, "name", "tickets"), "comment", _short(exc))
-
-
-def _short(exc: BaseException) -> str:
-    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

@@ -206,16 +206,23 @@ def build_approval_channel(settings: Settings, store: Store, *, audit: AuditSink
     return FallbackApprovalChannel(slack, local_inbox(store, audit=audit))
 
 
-def build_approval_policy(settings: Settings) -> ApprovalPolicy:
-    """Who may decide. Offline: ``GOVERNOR_APPROVERS``/``GOVERNOR_OVERRIDERS``. With Slack: the
-    Slack user ids plus those local users (the console is the fallback), or nobody at all when
-    ``SLACK_APPROVERS`` and ``SLACK_OVERRIDERS`` are both empty (the governor refuses approvals)."""
+def build_approval_policy(settings: Settings, *, ttl_seconds: float | None = None) -> ApprovalPolicy:
+    """Who may decide, from the approvers file (``config/approvers.json``: users, roles, local OS
+    accounts and Slack ids). With Slack configured, ``SLACK_APPROVERS``/``SLACK_OVERRIDERS`` (this
+    governor's own environment) add Slack ids; with no Slack principal at all (neither there nor
+    in the file), nobody may decide and the governor refuses approvals. ``ttl_seconds`` (default
+    the gate policy's ``approval_ttl_seconds``) bounds how long a reply can answer a decision."""
+    from .authority import load_approvers
+
+    approvers = load_approvers(settings.approvers_path)
+    if ttl_seconds is None:
+        ttl_seconds = load_gate_policy(settings.gate_policy_path).approval_ttl_seconds
     if not _slack_configured(settings):
-        return ApprovalPolicy.of(settings.approvers, settings.overriders)
-    if not (settings.slack_approvers or settings.slack_overriders):
+        return approvers.policy(ttl_seconds=ttl_seconds)
+    if not (settings.slack_approvers or settings.slack_overriders or approvers.slack_map()):
         return ApprovalPolicy.of((), ())
-    return ApprovalPolicy.of((*settings.slack_approvers, *settings.approvers),
-                             (*settings.slack_overriders, *settings.overriders))
+    return approvers.policy(ttl_seconds=ttl_seconds, extra={"approve": settings.slack_approvers,
+                                                            "override": settings.slack_overriders})
 
 
 def build(

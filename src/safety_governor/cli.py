@@ -138,16 +138,19 @@ def _assess_live(settings: Settings, incident: object, *, as_json: bool) -> int:
     import os
     import socket
 
-    from .approvals import ApprovalPolicy
-    from .bootstrap import build
+    from .bootstrap import build, build_approval_policy
     from .models import Incident
 
     assert isinstance(incident, Incident)
     governor = build(settings)
+    waiting = None
     try:
         if not governor.store.claim_incident(incident, f"{socket.gethostname()}:{os.getpid()}"):
-            raise InputError(f"incident {incident.id} is already claimed: another governor has processed it")
-        record = governor.pipeline.run(incident, approvals=ApprovalPolicy.of(settings.approvers, settings.overriders))
+            raise InputError(claimed_message(governor.store, incident.id))
+        policy = build_approval_policy(settings, ttl_seconds=governor.policy.approval_ttl_seconds)
+        record = governor.pipeline.run(incident, approvals=policy)
+        if record.final_state == "pending_approval":
+            waiting = open_durable_wait(governor, record)
     finally:
         governor.close()
     if as_json:
@@ -165,7 +168,38 @@ def _assess_live(settings: Settings, incident: object, *, as_json: bool) -> int:
         if error:
             console.print(f"  agent output     {error}", markup=False)
     console.print(f"  final state      {record.final_state}  (tool calls: {record.tool_calls})")
+    if waiting:
+        console.print(f"  waiting          for a human on decision {gate.decision_id} (needs {gate.approval_required}); "
+                      f"see: approvals list; reply: approvals reply {incident.id} APPROVE|FORCE_OVERRIDE <reason>|"
+                      "REJECT (a running dashboard or serve applies it)", markup=False)
     return EXIT_OK
+
+
+def claimed_message(store: object, incident_id: str) -> str:
+    """Who claimed the incident and when, and how to assess it again."""
+    claim_of = getattr(store, "claim_of", None)
+    claim = claim_of(incident_id) if callable(claim_of) else None
+    who = f" by {claim['owner']} at {claim['claimed_at']}" if claim else ""
+    return (f"incident {incident_id} was already claimed{who}: one governor works an incident once. To assess "
+            "it again, copy the file with a new incident id; to answer its approval, use 'approvals list' and "
+            "'approvals reply'")
+
+
+def open_durable_wait(governor: object, record: object) -> dict | None:
+    """The blocked incident's durable wait, the same record the dashboard opens, so that
+    ``approvals list|reply`` act on it and a running dashboard (or a restarted one) resumes it."""
+    from .approval_state import ApprovalState
+    from .durable_approvals import approval_request_text, snapshot_assessment
+    from .pipeline import Assessment
+
+    assert hasattr(governor, "pipeline") and hasattr(record, "gate")
+    a = Assessment(incident=record.incident, plan=record.plan, plan_error=record.plan_error, stress=record.stress,
+                   stress_error=record.stress_error, compress=record.compress, gate=record.gate, model=record.model,
+                   tool_calls=record.tool_calls, started_at=record.started_at)
+    preview = governor.pipeline.preview(a)
+    return ApprovalState(governor.store, audit=governor.audit).open_wait(
+        a.incident.id, a.gate.decision_id, channel="local-inbox", assessment=snapshot_assessment(a),
+        message=approval_request_text(a, preview))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -197,12 +231,18 @@ def cmd_runbooks(args: argparse.Namespace) -> int:
     from .learning import approve_runbook, review_queue, revoke_runbook
 
     settings = _settings(args)
-    user = (args.user or settings.local_user).strip()
+    user = ""
     if args.action in ("approve", "revoke"):
+        from .authority import check_cli_user, load_approvers
+
         if not args.id:
             raise InputError(f"runbooks {args.action} needs a runbook ID")
-        if user not in settings.approvers and user not in settings.overriders:
-            raise InputError(f"{user} is not a configured approver (GOVERNOR_APPROVERS)")
+        # Identity from the OS account, authority from the approvers file: never from a flag or
+        # the caller's environment (GOVERNOR_APPROVERS is not read).
+        approvers = load_approvers(settings.approvers_path)
+        _, user = check_cli_user(approvers, args.user)
+        if not approvers.policy().may_decide(user):
+            raise InputError(f"{user} is not a configured approver in {settings.approvers_path}")
     elif args.id:
         raise InputError("runbooks review takes no ID")
     store = open_store(settings)
@@ -242,7 +282,7 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
     from .adapters.inbox_local import STORED_KEY
     from .approval_state import ApprovalState
-    from .approvals import parse_command
+    from .approvals import OS_PREFIX
     from .bootstrap import open_store
 
     settings = _settings(args)
@@ -269,15 +309,48 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         if args.incident not in waits:
             raise InputError(f"no approval is waiting for {args.incident} (see: approvals list)")
         text = " ".join(args.text).strip()
-        user = (args.user or settings.local_user).strip()
-        command, _ = parse_command(text)
-        state.receive(args.incident, f"{STORED_KEY}{uuid.uuid4().hex}", user=user, text=text, source="cli")
+        wait = waits[args.incident]
+        account, user, note = check_reply(settings, wait, text, args.user)
+        state.receive(args.incident, f"{STORED_KEY}{uuid.uuid4().hex}", user=f"{OS_PREFIX}{account}", text=text,
+                      source="cli", decision_id=str(wait.get("decision_id")), os_account=account)
     finally:
         store.close()
-    hint = "" if command else " (not a command: it will be recorded and ignored)"
-    print(f"queued for {args.incident} as {user}: {text}{hint}. The running governor applies the approval rules; "
-          "see its approval thread or output/workflow_events.jsonl")
+    print(f"queued for {args.incident} (decision {wait.get('decision_id')}) as {user} (OS account {account}): "
+          f"{text}{note}. The running governor applies the approval rules with its own approvers file; see "
+          "its approval thread or output/workflow_events.jsonl")
     return EXIT_OK
+
+
+def check_reply(settings: Settings, wait: dict, text: str, requested_user: str | None) -> tuple[str, str, str]:
+    """What a shell reply can be told at once: ``(os_account, user, note)``. A non-command, a
+    ``--user`` that is not the caller's own mapped user, a user who may not decide and a
+    FORCE_OVERRIDE without a reason (or from a non-overrider) are refused here (``InputError``,
+    nothing queued); the governor holding the wait still decides with its own configuration."""
+    from .approvals import MIN_REASON_CHARS, parse_command, visible_length
+    from .authority import check_cli_user, load_approvers
+
+    approvers = load_approvers(settings.approvers_path)
+    account, user = check_cli_user(approvers, requested_user)
+    command, rest = parse_command(text)
+    if command is None:
+        raise InputError(f"not a command: {text!r}; the first word must be APPROVE, FORCE_OVERRIDE, HOLD or REJECT "
+                         "(nothing queued)")
+    policy = approvers.policy()
+    if not policy.may_decide(user):
+        raise InputError(f"{user} is not a configured approver in {settings.approvers_path} (nothing queued)")
+    if command == "FORCE_OVERRIDE":
+        if not policy.may_override(user):
+            raise InputError(f"{user} may approve but is not a configured overrider (nothing queued)")
+        if visible_length(rest) < MIN_REASON_CHARS:
+            raise InputError(f"FORCE_OVERRIDE needs a reason of at least {MIN_REASON_CHARS} visible characters "
+                             "(nothing queued)")
+    required = ((wait.get("assessment") or {}).get("gate") or {}).get("approval_required")
+    note = ""
+    if required == "forbidden" and command in ("APPROVE", "FORCE_OVERRIDE"):
+        note = " (it will be refused: the catalogue marks this action 'never'; do it by hand, outside the governor)"
+    elif required == "force_override" and command == "APPROVE":
+        note = " (it will be refused: this decision needs FORCE_OVERRIDE <reason>)"
+    return account, user, note
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -336,11 +409,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _overrider(settings: Settings, what: str) -> str:
-    """Who runs a guardrail switch: the local user (``GOVERNOR_LOCAL_USER``, never a name typed
-    on the command line), who must be a configured overrider."""
-    user = settings.local_user.strip()
-    if user not in settings.overriders:
-        raise InputError(f"{user} is not a configured overrider (GOVERNOR_OVERRIDERS): {what} refused")
+    """Who runs a guardrail switch: the user the caller's OS account maps to in the approvers file
+    (never a name typed on the command line), who must be a configured overrider."""
+    from .authority import check_cli_user, load_approvers
+
+    approvers = load_approvers(settings.approvers_path)
+    _, user = check_cli_user(approvers, None)
+    if not approvers.policy().may_override(user):
+        raise InputError(f"{user} is not a configured overrider in {settings.approvers_path}: {what} refused")
     return user
 
 
@@ -470,7 +546,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("list", "reply"))
     p.add_argument("incident", nargs="?", help="incident id (reply)")
     p.add_argument("text", nargs="*", help="the reply text (reply)")
-    p.add_argument("--user", help="who replies (default: GOVERNOR_LOCAL_USER); only configured approvers count")
+    p.add_argument("--user", help="optional check: refused unless it names the user your OS account maps to in "
+                                  "config/approvers.json (identity comes from the account)")
     p.add_argument("--store", help="embedded store file (default: output/governor.db)")
     p.add_argument("--json", action="store_true", help="list as JSON")
     p.set_defaults(func=cmd_approvals)
@@ -504,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "rbk-learned-0123abcd4567 --user oncall")
     p.add_argument("action", choices=("review", "approve", "revoke"), help="what to do")
     p.add_argument("id", nargs="?", help="runbook id (approve, revoke)")
-    p.add_argument("--user", help="reviewer (default: GOVERNOR_LOCAL_USER); must be a configured approver")
+    p.add_argument("--user", help="optional check: refused unless it names the user your OS account maps to in "
+                                  "config/approvers.json (who must be a configured approver)")
     p.add_argument("--reason", help="why (revoke)")
     p.add_argument("--store", help="embedded store file (default: output/governor.db)")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -22,6 +22,7 @@ from .guardrails import GuardrailConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_GATE_POLICY_PATH = PROJECT_ROOT / "config" / "gate_policy.json"
+DEFAULT_APPROVERS_PATH = PROJECT_ROOT / "config" / "approvers.json"
 DEFAULT_DATA_DIR = PROJECT_ROOT / "data"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "output"
 # Logical index -> default Elasticsearch index (the seed's names); ELASTIC_INDEX_<LOGICAL> overrides.
@@ -121,11 +122,11 @@ class Settings(BaseModel):
     output_dir: Path = DEFAULT_OUTPUT_DIR
     store_path: Path | None = None  # default: <output_dir>/governor.db
     gate_policy_path: Path = DEFAULT_GATE_POLICY_PATH
+    # Who may approve or override, their roles and how channels know them (authority.py).
+    approvers_path: Path = DEFAULT_APPROVERS_PATH
     agent_backend: str = "offline"
     agent_model: str = "gpt-oss-120b"
-    local_user: str = "oncall"
-    approvers: tuple[str, ...] = ("oncall",)
-    overriders: tuple[str, ...] = ("oncall",)
+    local_user: str = "oncall"  # the name the autopilot (a scripted on-call) replies as
     cdct_api_url: str | None = None
     ddft_api_url: str | None = None
     eect_api_url: str | None = None
@@ -211,6 +212,7 @@ class Settings(BaseModel):
             "GOVERNOR_OUTPUT_DIR": "output_dir",
             "GOVERNOR_STORE_PATH": "store_path",
             "GOVERNOR_GATE_POLICY": "gate_policy_path",
+            "GOVERNOR_APPROVERS_FILE": "approvers_path",
             "AGENT_BACKEND": "agent_backend",
             "AGENT_MODEL": "agent_model",
             "GOVERNOR_LOCAL_USER": "local_user",
@@ -268,9 +270,7 @@ class Settings(BaseModel):
         for var, field in simple.items():
             if env.get(var):
                 values[field] = env[var]
-        local_user = str(values.get("local_user", "oncall"))
-        values["approvers"] = _csv(env.get("GOVERNOR_APPROVERS")) or (local_user,)
-        values["overriders"] = _csv(env.get("GOVERNOR_OVERRIDERS")) or (local_user,)
+        # Approvers and overriders come from the approvers file, never from a caller's environment.
         if env.get("FRAMEWORK_API_TIMEOUT"):
             values["framework_api_timeout"] = env["FRAMEWORK_API_TIMEOUT"]
         # Slack user ids (U…), comma-separated; no default: in live mode nobody approves until set.

@@ -7,7 +7,8 @@ current state is the last such event. A human ``REJECT`` recorded by the pipelin
 rejection from any channel stops a pending execution at the execute-time re-check.
 
 States: ``open``, ``pending_approval``, ``executed``, ``verifying``, ``resolved``, ``escalated``,
-``rejected``, ``held``. ``resolved`` and ``rejected`` are final for execution: nothing runs for an
+``rejected``, ``held``, ``expired`` (nobody authorised the decision within the approval TTL; a
+fresh assessment is needed). ``resolved`` and ``rejected`` are final for execution: nothing runs for an
 incident in those states until someone records ``open`` again.
 """
 
@@ -20,7 +21,7 @@ from .ports import AuditSink, Store
 
 STATE_KIND = "incident_state"
 IncidentState = Literal[
-    "open", "pending_approval", "executed", "verifying", "resolved", "escalated", "rejected", "held"
+    "open", "pending_approval", "executed", "verifying", "resolved", "escalated", "rejected", "held", "expired"
 ]
 STATES: tuple[str, ...] = IncidentState.__args__  # type: ignore[attr-defined]
 NO_EXECUTION_STATES = frozenset({"resolved", "rejected"})

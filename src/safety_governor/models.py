@@ -275,6 +275,8 @@ class GateFacts(_Model):
     # The kill switch, executions, failed verifications read from the store (issue 11); ``None``
     # when the caller has no guardrail state to offer (a bare gate call): no guardrail rule runs.
     guardrails: GuardrailState | None = None
+    # Roles the policies blocking this action name (``PolicyDoc.required_roles``): each must sign.
+    required_roles: list[str] = Field(default_factory=list)
 
 
 class GateReason(_Model):
@@ -307,12 +309,16 @@ class GateOutput(_Model):
 class ApprovalEvent(_Model):
     """One reply from a human and what the governor made of it."""
 
-    user: str
+    user: str  # the configured user the reply's principal maps to (or the principal, if unmapped)
     text: str
     command: Literal["APPROVE", "FORCE_OVERRIDE", "HOLD", "REJECT"] | None = None
-    outcome: Literal["accepted", "refused", "ignored", "unauthorized", "invalid"]
+    outcome: Literal["accepted", "refused", "ignored", "unauthorized", "invalid", "expired"]
     reason: str = ""
     at: datetime | None = None
+    channel: str | None = None  # tui, cli, slack, scenario
+    os_account: str | None = None  # the operating-system account, for the local channels
+    principal: str | None = None  # how the channel named the sender, when it is not the user name
+    decision_id: str | None = None  # the decision the reply answers
 
 
 class ExecutionRecord(_Model):
@@ -343,7 +349,7 @@ class RunRecord(_Model):
     gate: GateOutput
     approvals: list[ApprovalEvent] = Field(default_factory=list)
     final_state: Literal[
-        "executed", "pending_approval", "rejected", "held", "execution_refused", "audit_failed"
+        "executed", "pending_approval", "rejected", "held", "execution_refused", "audit_failed", "expired"
     ]
     executed: bool
     execution: ExecutionRecord | None = None
@@ -394,6 +400,8 @@ class PolicyDoc(BaseModel):
     blocked_actions: list[Identifier] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
     severities: list[Severity] = Field(min_length=1)
     rule: NonEmptyText
+    # A block by this policy needs one APPROVE from a distinct user holding each of these roles.
+    required_roles: list[Identifier] = Field(default_factory=list, max_length=MAX_LIST_LENGTH)
 
 
 class LogDoc(BaseModel):

@@ -10,13 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from . import gate as gate_rules
-from .approvals import ApprovalPolicy, ApprovalSession, refusal_explanation
+from .approvals import ApprovalPolicy, ApprovalSession, ScriptedReply, refusal_explanation
 from .catalogue import ActionCatalogue
 from .config import GatePolicy, describe_validation_error
 from .errors import AuditWriteError, ExecutionRefused, GovernorError, StoreError
@@ -262,7 +262,15 @@ class ReliabilityLayerAgent:
             except GovernorError as exc:
                 problems.append(f"the {index} index is unreadable ({exc})")
         action = catalogue.facts(plan.proposed_action, incident.service) if plan is not None else None
-        return GateFacts(action=action, knowledge=KnowledgeFacts(problems=problems),
+        roles: set[str] = set()
+        if plan is not None:
+            try:
+                for doc in self.store.policy_conflicts(incident.service, normalise_action(plan.proposed_action),
+                                                       incident.severity):
+                    roles.update(str(r).strip().lower() for r in doc.get("required_roles") or [] if str(r).strip())
+            except GovernorError as exc:
+                problems.append(f"the policies index is unreadable ({exc})")
+        return GateFacts(action=action, knowledge=KnowledgeFacts(problems=problems), required_roles=sorted(roles),
                          guardrails=self.guardrail_state(incident, plan.proposed_action if plan else None))
 
     def guardrail_state(self, incident: Incident, action: str | None) -> GuardrailState:
@@ -302,11 +310,18 @@ class ReliabilityLayerAgent:
         except StoreError as exc:
             raise AuditWriteError(f"cannot record the decision in the store: {exc}") from exc
 
-    def approval_session(self, a: Assessment, policy: ApprovalPolicy) -> ApprovalSession:
+    def approval_session(
+        self, a: Assessment, policy: ApprovalPolicy, *, decided_at: datetime | None = None
+    ) -> ApprovalSession:
+        """The approval state of ``a``'s decision: replies are bound to its id, expire
+        ``policy.ttl_seconds`` after ``decided_at``, and the roles its blocking policies name must
+        each sign."""
         g = a.gate
         return ApprovalSession(
             incident_id=a.incident.id, decision=g.decision, approval_required=g.approval_required, policy=policy,
             explainer=(lambda: self.refusal_text(a)) if g.approval_required == "force_override" else None,
+            decision_id=g.decision_id, decided_at=decided_at,
+            required_roles=tuple(g.facts.required_roles) if "policy_conflict" in g.rule_ids else (),
         )
 
     def refusal_text(self, a: Assessment) -> str:
@@ -328,7 +343,10 @@ class ReliabilityLayerAgent:
         event = session.events[-1]
         body = {"kind": f"approval_{event.outcome}", "incident_id": a.incident.id,
                 "decision_id": a.gate.decision_id, "user": event.user, "command": event.command,
-                "text": event.text, "reason": event.reason, "state": session.state, "at": _now().isoformat()}
+                "text": event.text, "reason": event.reason, "state": session.state,
+                "channel": event.channel, "os_account": event.os_account, "principal": event.principal,
+                "answers_decision": event.decision_id, "roles": session.roles_status() or None,
+                "at": _now().isoformat()}
         self.audit.record("workflow_events", body)
         self.store.append_event("workflow_events", body)
 
@@ -474,18 +492,23 @@ class ReliabilityLayerAgent:
         self,
         incident: Incident,
         *,
-        replies: Iterable[tuple[str, str]] = (),
+        replies: Iterable[tuple[str, str] | ScriptedReply] = (),
         approvals: ApprovalPolicy | None = None,
     ) -> RunRecord:
-        """The whole path for one incident with a fixed list of human replies (replay, CLI)."""
+        """The whole path for one incident with a fixed list of human replies (replay, CLI); a
+        ``ScriptedReply`` arrives ``after_seconds`` after the decision (default at once)."""
         a = self.assess(incident)
-        session = self.approval_session(a, approvals or ApprovalPolicy.of((), ()))
+        decided = _now()
+        session = self.approval_session(a, approvals or ApprovalPolicy.of((), ()), decided_at=decided)
         execution = None
         final_state: str
         try:
             self.record_decision(a)
-            for user, text in replies:
-                session.apply(user, text, at=_now())
+            for reply in replies:
+                if not isinstance(reply, ScriptedReply):
+                    reply = ScriptedReply(*reply)
+                session.apply(reply.user, reply.text, at=decided + timedelta(seconds=reply.after_seconds),
+                              channel=reply.channel)
                 self.record_approval(a, session)
             execution = self.execute(a, session)
             final_state = _final_state(session, execution)
@@ -512,8 +535,8 @@ def _final_state(session: ApprovalSession, execution: ExecutionRecord | None) ->
         return "executed"
     if session.state == "rejected":
         return "rejected"
-    if session.state == "held":
-        return "held"
+    if session.state in ("held", "expired"):
+        return session.state
     if session.may_execute:
         return "execution_refused"
     return "pending_approval"

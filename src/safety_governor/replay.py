@@ -5,7 +5,8 @@ A scenario file is JSON::
     {"name", "description"?, "incident",
      "knowledge"?: {"runbooks","evidence","policies","logs","actions"},
      "replace_knowledge"?: bool, "agent"?: {"plan": object|string, "stress": object|string},
-     "approvers"?: {"approve": [users], "override": [users]}, "approvals"?: [{"user","text"}],
+     "approvers"?: {"approve": [users], "override": [users], "roles"?: {user: [roles]}},
+     "approvals"?: [{"user","text","after_seconds"?}],
      "expect"?: {"decision", "executed", "rules", "approve_refused", "approval_required"},
      "guardrails"?: {"frozen", "executions", "failed_verifications", "freeze_windows"}}
 
@@ -28,7 +29,8 @@ from .adapters.audit_jsonl import MemoryAudit
 from .adapters.store_sqlite import SQLiteStore
 from .agents.offline import OfflineAgent
 from .agents.scripted import ScriptedAgent
-from .approvals import ApprovalPolicy
+from .approvals import ApprovalPolicy, ScriptedReply
+from .authority import load_approvers
 from .bootstrap import build
 from .catalogue import ActionCatalogue, parse_entries
 from .config import GatePolicy, Settings, describe_validation_error, load_gate_policy
@@ -43,12 +45,19 @@ class ScenarioReply(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str = Field(min_length=1)
     text: str
+    # When the reply arrives, in seconds after the gate decided (expiry can be replayed).
+    after_seconds: float = Field(0.0, ge=0)
 
 
 class ScenarioApprovers(BaseModel):
     model_config = ConfigDict(extra="forbid")
     approve: list[str] = Field(default_factory=list)
     override: list[str] = Field(default_factory=list)
+    roles: dict[str, list[str]] = Field(default_factory=dict)
+
+    def policy(self, ttl_seconds: float) -> ApprovalPolicy:
+        return ApprovalPolicy.of(self.approve, self.override, ttl_seconds=ttl_seconds,
+                                 roles={u: [r.strip().lower() for r in rs] for u, rs in self.roles.items()})
 
 
 class ScenarioExpect(BaseModel):
@@ -186,6 +195,18 @@ def scenario_catalogue(scenario: Scenario, base: ActionCatalogue) -> ActionCatal
     return base.merged(parse_entries({"actions": entries}, origin), source=f"{base.source} + {origin}")
 
 
+def scenario_policy(scenario: Scenario, settings: Settings, ttl_seconds: float) -> ApprovalPolicy:
+    """The scenario's ``approvers`` (plain user names, the ``scenario`` channel), or the approvers
+    file's users when it names none."""
+    if scenario.approvers is not None:
+        return scenario.approvers.policy(ttl_seconds)
+    return load_approvers(settings.approvers_path).policy(ttl_seconds=ttl_seconds)
+
+
+def scenario_replies(scenario: Scenario) -> list[ScriptedReply]:
+    return [ScriptedReply(r.user, r.text, r.after_seconds, "scenario") for r in scenario.approvals]
+
+
 def base_catalogue(settings: Settings) -> ActionCatalogue:
     return ActionCatalogue.load(settings.data_dir / "actions.json")
 
@@ -268,13 +289,10 @@ def run_scenario(
         agent = ScriptedAgent(replies, fallback=offline) if replies else offline
         governor = build(settings, store=store, agent=agent, audit=audit or MemoryAudit(), actions=catalogue,
                          policy=policy)
-        approvers = scenario.approvers or ScenarioApprovers(
-            approve=list(settings.approvers), override=list(settings.overriders)
-        )
         record = governor.pipeline.run(
             scenario.incident,
-            replies=[(r.user, r.text) for r in scenario.approvals],
-            approvals=ApprovalPolicy.of(approvers.approve, approvers.override),
+            replies=scenario_replies(scenario),
+            approvals=scenario_policy(scenario, settings, governor.policy.approval_ttl_seconds),
         )
     finally:
         store.close()

@@ -290,3 +290,11 @@ class ElasticWrites:
             self._submit([_Op("index", "incidents", incident.id, doc)], searched_next=False)
         return True
 
+    def claim_of(self, incident_id: str) -> dict[str, Any] | None:
+        """Who claimed the incident and when (``owner``, ``claimed_at``), or ``None``."""
+        with self._errors(f"read the claim of {incident_id}"):
+            held = response_body(self.client.options(ignore_status=404).get(index=self.indices["incident_claims"],
+                                                                            id=incident_id))
+        source = held.get("_source")
+        return {k: source.get(k) for k in ("incident_id", "owner", "claimed_at")} if source else None
+

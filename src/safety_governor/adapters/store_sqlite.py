@@ -618,3 +618,9 @@ class SQLiteStore:
                 return False
             self.index_documents("incidents", [incident.model_dump(mode="json", exclude_none=True)])
         return True
+
+    def claim_of(self, incident_id: str) -> dict[str, Any] | None:
+        """Who claimed the incident and when (``owner``, ``claimed_at``), or ``None``."""
+        row = self._conn().execute("SELECT owner, claimed_at FROM incident_claims WHERE incident_id = ?",
+                                   (incident_id,)).fetchone()
+        return {"incident_id": incident_id, "owner": row[0], "claimed_at": row[1]} if row else None

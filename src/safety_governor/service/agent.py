@@ -129,7 +129,7 @@ class AgentWorker(Worker):
         a = item.pipeline.assess(inc)
         item.pipeline.record_decision(a)  # fail closed: no decision record, nothing further
         item.assessment = a
-        item.session = item.pipeline.approval_session(a, item.approvals)
+        item.session = item.pipeline.approval_session(a, item.approvals, decided_at=utcnow())
         preview = getattr(item.pipeline.executor, "preview", None)
         if preview is not None and a.gate.proposed_action:
             try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import time
+from datetime import datetime
 from typing import Any
 
 from ..approvals import parse_command
@@ -47,7 +48,9 @@ class SlackWorker(Worker):
                 ctx.logger.warning("ticket retries: %s", exc)
         for item in ctx.board.awaiting_replies():
             for reply in pending_replies(ctx.channel, item.incident.id):
-                self.handle(item, reply.user, reply.text, key=reply.key)
+                self.handle(item, reply.user, reply.text, key=reply.key, channel=reply.channel,
+                            decision_id=reply.decision_id, at=reply.at)
+            self.expire_if_due(item)
         self.watch.check()
         wait = getattr(ctx.channel, "wait", None)
         if callable(wait):
@@ -55,19 +58,23 @@ class SlackWorker(Worker):
         else:
             ctx.stop.wait(ctx.config.approvals_interval)
 
-    def handle(self, item: WorkItem, user: str, text: str, *, key: str | None = None) -> ApprovalEvent | None:
-        """Apply one reply. ``key`` is the channel's id for it, acknowledged with the record."""
+    def handle(self, item: WorkItem, user: str, text: str, *, key: str | None = None, channel: str | None = None,
+               decision_id: str | None = None, at: datetime | None = None) -> ApprovalEvent | None:
+        """Apply one reply. ``key`` is the channel's id for it, acknowledged with the record;
+        ``decision_id`` the decision it answers and ``at`` when it arrived (for the TTL)."""
         ctx = self.ctx
         pause: str | None = None
         with item.lock:
             session, a = item.session, item.assessment
             if session is None or a is None:
                 return None
-            before = (session.state, session.authorised_by, session.override_reason, len(session.events))
+            before = (session.state, session.authorised_by, session.override_reason, len(session.events),
+                      dict(session.signers))
             try:
                 with item.pipeline.store.atomic():
                     if item.state in REPLY_STATES:
-                        event = session.apply(user, text, at=utcnow())
+                        event = session.apply(user, text, at=at or utcnow(), decision_id=decision_id,
+                                              channel=channel)
                     else:
                         # Too late to change anything; still recorded, like every reply.
                         event = ApprovalEvent(user=user, text=text, command=parse_command(text)[0], outcome="ignored",
@@ -80,10 +87,13 @@ class SlackWorker(Worker):
                 # Rolled back: the session forgets the reply as well (the channel still has it).
                 session.state, session.authorised_by, session.override_reason = before[:3]
                 del session.events[before[3]:]
+                session.signers = before[4]
                 raise
             item.thread.append(ThreadEntry(at=event.at or utcnow(), author=user, text=text, kind="reply",
                                            outcome=event.outcome))
-            if event.outcome == "accepted" and item.state in REPLY_STATES:
+            if event.outcome == "expired":
+                self._expired(item)
+            elif event.outcome == "accepted" and item.state in REPLY_STATES:
                 pause = self._transition(item, event)
             elif event.outcome == "refused":
                 ctx.metrics(ctx.counters.bump(refusals=1))
@@ -141,6 +151,7 @@ class SlackWorker(Worker):
             ctx.activity("slack", f"✗ {item.label} runbook approval refused: {reason}", level="warn",
                          incident_id=incident_id)
             return []
+        user = item.approvals.user_of(user)  # os:<account> -> the configured user it maps to
         approved = []
         for doc in pending:
             try:
@@ -156,8 +167,35 @@ class SlackWorker(Worker):
         ctx.publish(item)
         return approved
 
+    def expire_if_due(self, item: WorkItem) -> None:
+        """Close a wait nobody authorised within the approval TTL: nothing runs."""
+        with item.lock:
+            session = item.session
+            if session is None or item.state not in REPLY_STATES or not session.expired_at(utcnow()):
+                return
+            if not session.expire():
+                return
+        self._expired(item)
+
+    def _expired(self, item: WorkItem) -> None:
+        ctx = self.ctx
+        ttl = item.approvals.ttl_seconds or 0
+        detail = f"no authorised reply within {ttl:.0f} s: nothing runs, a fresh assessment is needed"
+        if ctx.audit is not None and item.assessment is not None:
+            ctx.audit.record("workflow_events", {"kind": "approval_expired", "incident_id": item.incident.id,
+                                                 "decision_id": item.assessment.gate.decision_id,
+                                                 "ttl_seconds": ttl, "at": utcnow().isoformat()})
+        move(ctx, item, "ESCALATED", f"approval expired: {detail}")
+        record_incident_state(ctx, item, "expired", detail)
+        update_channel(ctx, item, "expired", final=True)
+        close_wait(ctx, item, "expired", detail)
+        self._notify(item, f"the approval wait expired: {detail}")
+        ctx.publish(item)
+
     def _transition(self, item: WorkItem, event: ApprovalEvent) -> str | None:
         ctx = self.ctx
+        if event.command in ("APPROVE", "FORCE_OVERRIDE") and not (item.session and item.session.may_execute):
+            return None  # a role signed; others are still missing (the thread says which)
         if event.command in ("APPROVE", "FORCE_OVERRIDE"):
             move(ctx, item, "READY_TO_EXECUTE", f"{event.command} by {event.user}", step="execute")
             if event.command == "FORCE_OVERRIDE":

@@ -23,14 +23,8 @@ import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..approval_state import (
-    APPROVAL_KINDS,
-    Reply,
-    events_of_kind,
-    rebuild_session,
-    restore_assessment,
-    snapshot_assessment,
-)
+from ..approval_state import APPROVAL_KINDS, Reply, events_of_kind
+from ..durable_approvals import rebuild_session, restore_assessment, snapshot_assessment
 from ..approvals import ApprovalPolicy
 from ..errors import GovernorError
 from ..incident_state import current_state

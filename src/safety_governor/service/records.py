@@ -85,5 +85,12 @@ def approval_message(item: WorkItem) -> str:
         needed = "FORCE_OVERRIDE <reason> (APPROVE will be refused), HOLD or REJECT"
     else:
         needed = "APPROVE, FORCE_OVERRIDE <reason>, HOLD or REJECT"
+    session = item.session
+    if session is not None and session.required_roles and g.approval_required == "approve":
+        needed += f"\n{roles_needed(session.required_roles)}; {session.roles_status()}"
     return (f"{head}\ngate BLOCKED {g.proposed_action or '(no plan)'}: {rules}\n{evidence}{preview}\n"
             f"reply: {needed}")
+
+
+def roles_needed(roles: tuple[str, ...] | list[str]) -> str:
+    return f"APPROVE needs one distinct user per role: {', '.join(sorted(set(roles)))}"

@@ -23,7 +23,6 @@ from typing import Any
 from ..adapters.sqlite_retention import LogRetention
 from ..adapters.store_sqlite import SQLiteStore
 from ..adapters.tickets_local import LocalTickets
-from ..approvals import ApprovalPolicy
 from ..bootstrap import (
     Governor,
     audit_status,
@@ -191,7 +190,7 @@ class Runtime:
                     tickets = LocalTickets(":memory:" if replaying or viewer else settings.resolved_store_path)
                 if channel is None:
                     channel = local_inbox(None if replaying or viewer else store, audit=governor.audit)
-                approvals = ApprovalPolicy.of(settings.approvers, settings.overriders)
+                approvals = build_approval_policy(settings, ttl_seconds=governor.policy.approval_ttl_seconds)
             for resource in (channel, tickets):
                 if callable(getattr(resource, "close", None)):
                     closables.insert(0, resource)
@@ -300,7 +299,10 @@ class Runtime:
         """The ``F`` key: switch the kill switch (overriders only, audited); returns the hint."""
         if self.options.read_only:
             return "a read-only viewer writes nothing: python -m safety_governor freeze on|off"
-        return switch_freeze(self.context, self.settings.overriders, on=on, reason=reason, user=user)
+        # ``user`` is the keys' principal (``os:<account>``): the approvers file maps it to a user.
+        approvals = self.audit_worker.approvals
+        return switch_freeze(self.context, tuple(approvals.overriders), on=on, reason=reason,
+                             user=approvals.user_of(user))
 
     def request_review(self, incident_id: str, user: str) -> None:
         """The ``l`` key: ask the approval loop to approve the incident's learned runbook."""
@@ -364,7 +366,14 @@ def scenario_replays(
     auditing into the dashboard's trail; the scenario's approvals become scripted replies."""
     from ..agents.offline import OfflineAgent
     from ..agents.scripted import ScriptedAgent
-    from ..replay import base_catalogue, load_scenario, scenario_catalogue, scenario_files, scenario_store
+    from ..replay import (
+        base_catalogue,
+        load_scenario,
+        scenario_catalogue,
+        scenario_files,
+        scenario_policy,
+        scenario_store,
+    )
 
     scenarios = [load_scenario(p) for p in scenario_files(paths)]
     if not scenarios:
@@ -386,9 +395,8 @@ def scenario_replays(
         agent = ScriptedAgent(replies, fallback=offline) if replies else offline
         isolated = build(settings, store=store, agent=agent, audit=governor.audit,
                          actions=scenario_catalogue(scenario, actions), policy=gate_policy)
-        approvers = scenario.approvers
-        policy = ApprovalPolicy.of(approvers.approve, approvers.override) if approvers else \
-            ApprovalPolicy.of(settings.approvers, settings.overriders)
+        # Replayed on the dashboard's clock: a reply's after_seconds is not simulated here.
+        policy = scenario_policy(scenario, settings, isolated.policy.approval_ttl_seconds)
         replays.append(ReplayItem(incident=incident, pipeline=isolated.pipeline, approvals=policy, store=store))
         if scenario.approvals:
             scripts[incident.id] = [(r.user, r.text) for r in scenario.approvals]

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from ..authority import local_principal
 from ..cli import EXIT_OK, report_failure
 from ..config import Settings
 from ..errors import GovernorError
@@ -59,7 +60,7 @@ def initial_state(runtime: Runtime) -> DashboardState:
                                   ("no faults", o.storyline == "none" and not o.scenarios),
                                   ("read-only", o.read_only)) if on)
     now = datetime.now(UTC)
-    return DashboardState(mode=o.mode, started_at=now, now=now, flags=flags, user=runtime.settings.local_user)
+    return DashboardState(mode=o.mode, started_at=now, now=now, flags=flags, user=local_principal())
 
 
 def run_plain(runtime: Runtime, controller: Controller, out: TextIO) -> int:
@@ -137,7 +138,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         settings = Settings.from_env()
         handler = setup_logging(settings.output_dir)
         runtime = Runtime.build(settings, options)
-        controller = Controller(initial_state(runtime), inbox=runtime.inbox, user=settings.local_user,
+        # The keys act as this process's OS account, which the approvers file maps to a user.
+        controller = Controller(initial_state(runtime), inbox=runtime.inbox, user=local_principal(),
                                 resume=runtime.pauser.resume, review=runtime.request_review, freeze=runtime.freeze)
         try:
             code = run_dashboard(runtime, controller) if interactive else run_plain(runtime, controller, out)
