@@ -114,3 +114,11 @@ def test_every_subcommand_has_a_help_line_and_a_description():
     for name, command in sub.choices.items():
         assert helps.get(name), f"{name} has no help line"
         assert command.description and len(command.description) > 40, f"{name} --help has no description"
+
+
+def test_mcp_help_documents_its_exit_codes():
+    from safety_governor.cli import build_parser
+
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    text = " ".join(sub.choices["mcp"].format_help().split())
+    assert "Exit codes: 0 after a clean stop; 2 for bad settings or a port that cannot be bound" in text

@@ -556,7 +556,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Serve the nine tools over MCP. stdio by default (logs on stderr); --http "
                                    "serves streamable HTTP at http://HOST:PORT/mcp and, when MCP_SERVER_TOKEN is "
                                    "set, requires 'Authorization: Bearer <token>'. Without a token only a loopback "
-                                   "host is allowed. Example: python -m safety_governor mcp --http --port 8010")
+                                   "host is allowed. Exit codes: 0 after a clean stop; 2 for bad settings or a port that "
+                                   "cannot be bound (in use), before anything is served; 1 when the HTTP server fails "
+                                   "during start-up. Example: python -m safety_governor mcp --http --port 8010")
     p.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8010, help="HTTP port (default: 8010)")
