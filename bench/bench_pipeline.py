@@ -29,7 +29,8 @@ from safety_governor.bootstrap import build  # noqa: E402
 from safety_governor.config import DEFAULT_DATA_DIR, Settings, load_gate_policy  # noqa: E402
 from safety_governor.gate import decide  # noqa: E402
 from safety_governor.knowledge import load_knowledge_file, seed_store  # noqa: E402
-from safety_governor.models import CompressOutput, Incident, PlanOutput, StressOutput  # noqa: E402
+from safety_governor.catalogue import ActionCatalogue  # noqa: E402
+from safety_governor.models import CompressOutput, GateFacts, Incident, PlanOutput, StressOutput  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 WORDS = ("latency pool saturation restart pods rollback deploy queue lag worker partition cache "
@@ -80,10 +81,13 @@ def bench_gate(runs: int) -> list[float]:
                           policy_conflicts=["pol-1"], supporting_doc_ids=["c"])
     compress = CompressOutput(context_mode="full_context", output_contract_valid=True)
     incident = Incident(id="i", service="payments-api", severity="high", summary="s")
+    # What the pipeline hands the gate: the catalogue's entry for the action on this service.
+    facts = GateFacts(action=ActionCatalogue.load(DEFAULT_DATA_DIR / "actions.json").facts(
+        plan.proposed_action, incident.service))
     timings = []
     for _ in range(runs):
         t = time.perf_counter()
-        decide(plan, stress, compress, incident, policy)
+        decide(plan, stress, compress, incident, policy, facts)
         timings.append((time.perf_counter() - t) * 1e6)
     return timings
 
