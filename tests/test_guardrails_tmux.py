@@ -40,13 +40,13 @@ def test_each_guardrail_blocks_in_the_dashboard_and_the_f_key_freezes_it(pane, t
         gated = [line for line in screen.splitlines() if "gate BLOCKED rollback_last_deploy" in line]
         return all(any(f": {rule};" in line for line in gated) for rule in RULES)
 
-    screen = pane.wait_for(blocked_on_every_rule, timeout=90)
+    screen = pane.wait_for(blocked_on_every_rule, timeout=150)
     assert "audit     ✓ jsonl" in screen and "guardrails✓" in screen
 
     pane.tmux("send-keys", "-t", "smoke", "F")
     pane.tmux("send-keys", "-t", "smoke", "-l", "failover drill")
     pane.tmux("send-keys", "-t", "smoke", "Enter")
-    screen = pane.wait_for(lambda s: "FROZEN by oncall" in s.splitlines()[0], timeout=15)
+    screen = pane.wait_for(lambda s: "FROZEN by oncall" in s.splitlines()[0], timeout=45)
     assert "failover drill" in screen.splitlines()[0]
     status = subprocess.run([sys.executable, "-m", "safety_governor", "freeze", "status", "--json"], cwd=ROOT,
                             env={"PATH": "/usr/bin:/bin", "GOVERNOR_OUTPUT_DIR": str(output)},
@@ -55,6 +55,6 @@ def test_each_guardrail_blocks_in_the_dashboard_and_the_f_key_freezes_it(pane, t
     assert last["frozen"] and last["last"]["by"] == "oncall" and last["last"]["reason"] == "failover drill"
 
     pane.tmux("send-keys", "-t", "smoke", "q")
-    assert "EXIT=0" in pane.wait_for(lambda s: "EXIT=" in s, timeout=20)
+    assert "EXIT=0" in pane.wait_for(lambda s: "EXIT=" in s, timeout=60)
     kinds = [json.loads(line).get("kind") for line in (output / "workflow_events.jsonl").read_text().splitlines()]
     assert "guardrail_freeze" in kinds
