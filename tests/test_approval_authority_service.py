@@ -118,3 +118,103 @@ def test_assess_live_leaves_a_blocked_incident_waiting_for_approvals_and_a_secon
     err = capsys.readouterr().err.strip()
     assert "scn-05 was already claimed by" in err and " at 20" in err and "new incident id" in err
     assert "bad usage" not in err
+
+
+def _learned(store) -> dict:
+    from test_learning import _records
+
+    from safety_governor.learning import learn_runbook
+    from safety_governor.models import Incident
+
+    incident = Incident(id="inc-rb", service="checkout-web", severity="medium", summary="5xx after deploy")
+    return learn_runbook(store, incident, *_records(incident, "rollback_last_deploy"))
+
+
+def _audited(settings: Settings, kind: str) -> list[dict]:
+    path = settings.output_dir / "workflow_events.jsonl"
+    return [r for r in map(json.loads, path.read_text().splitlines()) if r.get("kind") == kind]
+
+
+def test_a_shell_runbook_approval_is_a_request_the_governor_refuses_with_its_own_approvers_file(
+    tmp_path, capsys, monkeypatch
+):
+    me = os_account()
+    governor_file = _approvers(tmp_path, "governor.json", {"alice": {"os_accounts": ["someone-else"]}})
+    shell_file = _approvers(tmp_path, "shell.json", {"mallory": {"os_accounts": [me], "approve": True}})
+    settings = Settings(output_dir=tmp_path / "output", store_path=tmp_path / "state" / "governor.db",
+                        approvers_path=governor_file)
+    dash = Dashboard(settings)
+    try:
+        doc = _learned(dash.store)
+        monkeypatch.setattr(cli_module, "_settings", lambda args: settings.model_copy(
+            update={"approvers_path": shell_file}))
+        assert main(["runbooks", "approve", doc["id"], "--wait", "0"]) == 0
+        out = capsys.readouterr().out
+        assert "queued approve" in out and "as mallory" in out and "own approvers file" in out
+        assert dash.store.get("runbooks", doc["id"])["status"] == "pending_review"  # nothing acted directly
+        dash.slack.step()
+        dash.slack.step()
+        assert dash.store.get("runbooks", doc["id"])["status"] == "pending_review"
+        [requested] = _audited(settings, "runbook_review_requested")
+        [done] = _audited(settings, "runbook_review_done")
+        assert requested["os_account"] == me and requested["channel"] == "cli"
+        assert done["outcome"] == "refused" and done["os_account"] == me and done["user"] is None
+        assert "not a configured approver in this governor's approvers file" in done["detail"]
+        assert _audited(settings, "runbook_approved") == []
+    finally:
+        dash.close()
+
+
+def test_a_shell_runbook_approval_waits_for_a_governor_and_is_applied_exactly_once_across_restarts(
+    tmp_path, capsys, monkeypatch
+):
+    me = os_account()
+    approvers = _approvers(tmp_path, "approvers.json", {"alice": {"os_accounts": [me], "approve": True}})
+    settings = Settings(output_dir=tmp_path / "output", store_path=tmp_path / "state" / "governor.db",
+                        approvers_path=approvers)
+    monkeypatch.setattr(cli_module, "_settings", lambda args: settings)
+    dash = Dashboard(settings)
+    doc = _learned(dash.store)
+    dash.close()
+    # No governor runs: the request waits in the store.
+    assert main(["runbooks", "approve", doc["id"]]) == 0
+    assert "no governor is running" in capsys.readouterr().out
+    for _ in range(2):  # the next governor applies it once; the one after does nothing again
+        dash = Dashboard(settings)
+        try:
+            dash.slack.step()
+            dash.slack.step()
+            after = dash.store.get("runbooks", doc["id"])
+            assert after["status"] == "approved" and after["approved_by"] == "alice"
+        finally:
+            dash.close()
+    assert len(_audited(settings, "runbook_approved")) == 1
+    [done] = _audited(settings, "runbook_review_done")
+    assert done["outcome"] == "applied" and done["user"] == "alice" and done["channel"] == "cli"
+    # A second approve of the now approved entry is refused at once by the shell: nothing queued.
+    assert main(["runbooks", "approve", doc["id"]]) == 2
+    assert "nothing queued" in capsys.readouterr().err
+    # With the governor running the shell waits for, and prints, its outcome.
+    dash = Dashboard(settings)
+    try:
+        import threading
+
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.is_set():
+                dash.slack.step()
+                stop.wait(0.05)
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            assert main(["runbooks", "revoke", doc["id"], "--reason", "wrong service", "--wait", "10"]) == 0
+        finally:
+            stop.set()
+            ticker.join()
+        out = capsys.readouterr().out
+        assert "applied by the running governor" in out and "is now revoked (by alice)" in out
+        assert dash.store.get("runbooks", doc["id"])["revoked_reason"] == "wrong service"
+    finally:
+        dash.close()

@@ -10,6 +10,7 @@ import pytest
 
 from safety_governor import cli
 from safety_governor.adapters.store_sqlite import SQLiteStore
+from safety_governor.approval_state import ApprovalState
 from safety_governor.authority import os_account
 from safety_governor.approvals import ApprovalPolicy
 from safety_governor.errors import InputError
@@ -191,13 +192,15 @@ def test_the_runbooks_cli_reviews_approves_and_revokes_on_the_configured_store(
     assert "--user mallory refused: OS account" in capsys.readouterr().err
     assert cli.main(["runbooks", "approve", "rbk-nope", "--store", str(db)]) == 2
     assert capsys.readouterr().err.strip() == "error: runbook rbk-nope not found"
+    # No governor runs on the store: the request waits (nothing changes, nothing is audited yet).
     assert cli.main(["runbooks", "approve", doc["id"], "--store", str(db)]) == 0
-    assert capsys.readouterr().out.strip() == f"{doc['id']} is now approved (by alice)"
+    out = capsys.readouterr().out
+    assert "no governor is running" in out and "as alice" in out and "the request waits" in out
     assert cli.main(["runbooks", "revoke", doc["id"], "--reason", "wrong", "--store", str(db)]) == 0
-    assert "is now revoked" in capsys.readouterr().out
-    trail = (tmp_path / "out" / "workflow_events.jsonl").read_text().splitlines()
-    assert [json.loads(line)["kind"] for line in trail] == ["audit_genesis", "runbook_approved", "runbook_revoked"]
-
+    assert "queued revoke" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "workflow_events.jsonl").exists()
     check = SQLiteStore(db)
-    assert check.get("runbooks", doc["id"])["status"] == "revoked"
+    assert check.get("runbooks", doc["id"])["status"] == "pending_review"
+    assert [r["action"] for r in ApprovalState(check).pending_runbook_reviews()] == ["approve", "revoke"]
     check.close()
+

@@ -23,6 +23,10 @@ kind               meaning (extra fields)
 ``ticket_linked``  the incident's ticket (``system``: jira or local, ``key``, ``url``)
 ``ticket_creating`` a ticket is about to be created in ``system`` (a restart that finds this
                    without a ``ticket_linked`` knows the create may have happened)
+``runbook_review_requested`` a shell asked the governor to approve or revoke a learned runbook
+                   (``request_id``, ``runbook_id``, ``action``, ``os_account``, ``channel``, ``reason``)
+``runbook_review_done`` the governor applied or refused that request (``request_id``, ``outcome``:
+                   applied, refused or failed; ``user``, ``detail``)
 =================  ==========================================================================
 
 None of these kinds starts with ``approval_`` (the pipeline's own approval outcomes) and none
@@ -62,8 +66,10 @@ OUTBOX_DONE = "outbox_done"
 INTEGRATION_ERROR = "integration_error"
 TICKET_LINKED = "ticket_linked"
 TICKET_CREATING = "ticket_creating"
+REVIEW_REQUESTED = "runbook_review_requested"
+REVIEW_DONE = "runbook_review_done"
 KINDS = (WAIT_OPENED, WAIT_POSTED, WAIT_CLOSED, REPLY_RECEIVED, REPLY_CONSUMED, OUTBOX_QUEUED, OUTBOX_DONE,
-         INTEGRATION_ERROR, TICKET_LINKED, TICKET_CREATING)
+         INTEGRATION_ERROR, TICKET_LINKED, TICKET_CREATING, REVIEW_REQUESTED, REVIEW_DONE)
 APPROVAL_KINDS = ("approval_accepted", "approval_refused", "approval_ignored", "approval_unauthorized",
                   "approval_invalid")
 # Cross-incident reads ask for at most this many records of a kind (far above any real backlog).
@@ -140,7 +146,9 @@ class ApprovalState:
             written there too (the outbox and snapshots are not: they are mechanics).
     """
 
-    AUDITED = frozenset({WAIT_POSTED, WAIT_CLOSED, REPLY_RECEIVED, INTEGRATION_ERROR, TICKET_LINKED})
+    # A runbook review request is audited by the governor that picks it up (a shell does not write
+    # into the governor's hash-chained trail), then its outcome.
+    AUDITED = frozenset({WAIT_POSTED, WAIT_CLOSED, REPLY_RECEIVED, INTEGRATION_ERROR, TICKET_LINKED, REVIEW_DONE})
 
     def __init__(self, store: Store, *, audit: AuditSink | None = None) -> None:
         self.store = store
@@ -272,6 +280,40 @@ class ApprovalState:
 
     def received_keys(self, incident_id: str) -> set[str]:
         return {str(e.get("key")) for e in self._events(REPLY_RECEIVED, incident_id)}
+
+    # --- runbook reviews asked for from a shell ---------------------------------------------------
+
+    def request_runbook_review(
+        self, runbook_id: str, action: str, *, os_account: str, incident_id: str | None, reason: str = "",
+        channel: str = "cli",
+    ) -> dict[str, Any]:
+        """Store a request for the running governor to approve or revoke a learned runbook. It
+        carries only the sender's OS account: the governor decides who that is and whether they may."""
+        return self._append(REVIEW_REQUESTED, incident_id, request_id=f"rbr-{uuid.uuid4().hex[:16]}",
+                            runbook_id=runbook_id, action=action, os_account=os_account, channel=channel,
+                            reason=reason)
+
+    def pending_runbook_reviews(self) -> list[dict[str, Any]]:
+        """Requests not yet applied or refused, oldest first."""
+        events = self._events((REVIEW_REQUESTED, REVIEW_DONE))
+        done = {e.get("request_id") for e in events if e["kind"] == REVIEW_DONE}
+        return [e for e in events if e["kind"] == REVIEW_REQUESTED and e.get("request_id") not in done]
+
+    def runbook_review_outcome(self, request_id: str) -> dict[str, Any] | None:
+        return next((e for e in self._events(REVIEW_DONE) if e.get("request_id") == request_id), None)
+
+    def finish_runbook_review(
+        self, request: Mapping[str, Any], outcome: str, *, user: str | None, detail: str
+    ) -> bool:
+        """Record the outcome of a request once; False when it already has one."""
+        with self._tx():
+            if self.runbook_review_outcome(str(request["request_id"])) is not None:
+                return False
+            self._append(REVIEW_DONE, request.get("incident_id"), request_id=request["request_id"],
+                         runbook_id=request.get("runbook_id"), action=request.get("action"),
+                         os_account=request.get("os_account"), channel=request.get("channel"), outcome=outcome,
+                         user=user, detail=detail)
+            return True
 
     # --- outbox -----------------------------------------------------------------------------
 

@@ -200,53 +200,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_runbooks(args: argparse.Namespace) -> int:
-    """Review learned runbook entries on the configured store."""
-    from .bootstrap import open_audit, open_store
-    from .learning import approve_runbook, review_queue, revoke_runbook
+    """Review learned runbook entries on the configured store; approve/revoke is a request for
+    the running governor (``cli_approvals.request_runbook_review``)."""
+    from .bootstrap import open_store
+    from .learning import review_queue
 
     settings = _settings(args)
-    user = ""
     if args.action in ("approve", "revoke"):
-        from .authority import check_cli_user, load_approvers
-
         if not args.id:
             raise InputError(f"runbooks {args.action} needs a runbook ID")
-        # Identity from the OS account, authority from the approvers file: never from a flag or
-        # the caller's environment (GOVERNOR_APPROVERS is not read).
-        approvers = load_approvers(settings.approvers_path)
-        _, user = check_cli_user(approvers, args.user)
-        if not approvers.policy().may_decide(user):
-            raise InputError(f"{user} is not a configured approver in {settings.approvers_path}")
-    elif args.id:
+        from .cli_approvals import request_runbook_review
+
+        return request_runbook_review(settings, args)
+    if args.id:
         raise InputError("runbooks review takes no ID")
     store = open_store(settings)
     try:
-        if args.action == "review":
-            entries = review_queue(store)
-            if args.json:
-                print(json.dumps(entries, indent=2, default=str))
-                return EXIT_OK
-            console = Console()
-            if not entries:
-                console.print("No learned runbook entries are waiting for review.")
-            for doc in entries:
-                console.print(f"[bold]{doc['id']}[/]  {doc.get('service')}  action {doc.get('recommended_action')}  "
-                              f"from {doc.get('incident_id')} (decision {doc.get('decision_id')}, "
-                              f"source {doc.get('source')})", highlight=False)
-                console.print(f"  {doc.get('title')}", highlight=False, markup=False)
-                console.print(f"  {doc.get('body')}", highlight=False, markup=False)
-            return EXIT_OK
-        audit = open_audit(settings)
-        if args.action == "approve":
-            doc = approve_runbook(store, args.id, user, audit=audit)
-        else:
-            doc = revoke_runbook(store, args.id, user, reason=args.reason or "", audit=audit)
+        entries = review_queue(store)
     finally:
         store.close()
     if args.json:
-        print(json.dumps(doc, indent=2, default=str))
-    else:
-        print(f"{doc['id']} is now {doc['status']} (by {user})")
+        print(json.dumps(entries, indent=2, default=str))
+        return EXIT_OK
+    console = Console()
+    if not entries:
+        console.print("No learned runbook entries are waiting for review.")
+    for doc in entries:
+        console.print(f"[bold]{doc['id']}[/]  {doc.get('service')}  action {doc.get('recommended_action')}  "
+                      f"from {doc.get('incident_id')} (decision {doc.get('decision_id')}, "
+                      f"source {doc.get('source')})", highlight=False)
+        console.print(f"  {doc.get('title')}", highlight=False, markup=False)
+        console.print(f"  {doc.get('body')}", highlight=False, markup=False)
     return EXIT_OK
 
 
@@ -489,13 +473,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("runbooks", help="review learned runbook entries: review | approve ID | revoke ID",
                        description="Learned runbook entries wait as pending_review and are not used as plans "
                                    "or evidence until a configured approver approves them; revoking takes an "
-                                   "entry out of retrieval. Example: python -m safety_governor runbooks approve "
-                                   "rbk-learned-0123abcd4567 --user oncall")
+                                   "entry out of retrieval. approve/revoke store a request that the running "
+                                   "governor authorises with its own approvers file and applies once (it waits "
+                                   "for the next governor when none runs). Example: python -m safety_governor "
+                                   "runbooks approve rbk-learned-0123abcd4567")
     p.add_argument("action", choices=("review", "approve", "revoke"), help="what to do")
     p.add_argument("id", nargs="?", help="runbook id (approve, revoke)")
     p.add_argument("--user", help="optional check: refused unless it names the user your OS account maps to in "
                                   "config/approvers.json (who must be a configured approver)")
     p.add_argument("--reason", help="why (revoke)")
+    p.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for a running governor's outcome (default 10; 0: do not wait)")
     p.add_argument("--store", help="embedded store file (default: output/governor.db)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_runbooks)

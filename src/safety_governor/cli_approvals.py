@@ -3,6 +3,7 @@
 A reply from a shell is a request stored for the governor that holds the wait: it carries the
 caller's OS account and the decision it answers, and that governor authorises it with its own
 approvers file. What could never count is refused here at once (exit 2, nothing queued).
+``runbooks approve|revoke`` works the same way (``request_runbook_review``).
 """
 
 from __future__ import annotations
@@ -114,3 +115,63 @@ def check_reply(settings: Settings, wait: dict, text: str, requested_user: str |
     elif required == "force_override" and command == "APPROVE":
         note = " (it will be refused: this decision needs FORCE_OVERRIDE <reason>)"
     return account, user, note
+
+
+def request_runbook_review(settings: Settings, args: argparse.Namespace) -> int:
+    """Store an approve/revoke request for the governor running on the store and, when one runs,
+    wait up to ``args.wait`` seconds for its outcome. Refused here at once (exit 2, nothing
+    queued): a caller this shell's approvers file does not let decide, an unknown runbook, one
+    not in a state the action applies to. Exit 0 when applied or queued, 1 when the governor
+    refused it or it failed there."""
+    import time
+
+    from .adapters.store_sqlite import SQLiteStore
+    from .approval_state import ApprovalState
+    from .authority import check_cli_user, load_approvers
+    from .bootstrap import open_store
+    from .service.store_lock import lock_holder
+
+    approvers = load_approvers(settings.approvers_path)
+    account, user = check_cli_user(approvers, args.user)
+    if not approvers.policy().may_decide(user):
+        raise InputError(f"{user} is not a configured approver in {settings.approvers_path} (nothing queued)")
+    allowed = ("pending_review",) if args.action == "approve" else ("approved", "pending_review")
+    store = open_store(settings)
+    try:
+        doc = store.get("runbooks", args.id)
+        if doc is None:
+            raise InputError(f"runbook {args.id} not found")
+        status = str(doc.get("status") or "approved")
+        if status not in allowed:
+            raise InputError(f"runbook {args.id} is {status}; only {' or '.join(allowed)} entries can be "
+                             f"{args.action}d (nothing queued)")
+        state = ApprovalState(store)
+        request = state.request_runbook_review(args.id, args.action, os_account=account,
+                                               incident_id=doc.get("incident_id"), reason=args.reason or "")
+        holder = lock_holder(settings.resolved_store_path) if isinstance(store, SQLiteStore) else {}
+        outcome = None
+        if holder is not None:
+            deadline = time.monotonic() + max(0.0, args.wait)
+            while outcome is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+                outcome = state.runbook_review_outcome(request["request_id"])
+    finally:
+        store.close()
+    result = {"request_id": request["request_id"], "runbook_id": args.id, "action": args.action,
+              "os_account": account, "user": user, "governor": holder, "outcome": outcome}
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    elif outcome is not None:
+        print(f"{args.action} {args.id}: {outcome['outcome']} by the running governor: {outcome['detail']}")
+    elif holder is None:
+        print(f"queued {args.action} of {args.id} as {user} (OS account {account}), request {request['request_id']}: "
+              f"no governor is running on {settings.resolved_store_path}; the request waits, and the next governor "
+              "started on this store authorises it with its own approvers file and applies it once")
+    else:
+        who = f"pid {holder['pid']}" if holder.get("pid") else "the running governor"
+        print(f"queued {args.action} of {args.id} as {user} (OS account {account}), request {request['request_id']}: "
+              f"{who} authorises it with its own approvers file and applies it once; see its activity or "
+              "output/workflow_events.jsonl (runbook_review_done)")
+    if outcome is not None and outcome.get("outcome") != "applied":
+        return 1
+    return EXIT_OK

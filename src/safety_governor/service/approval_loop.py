@@ -122,8 +122,60 @@ class SlackWorker(Worker):
             try:
                 incident_id, user = self.ctx.reviews.get_nowait()
             except queue.Empty:
-                return
+                break
             self.approve_runbook(incident_id, user)
+        try:
+            for request in self.ctx.approval_state().pending_runbook_reviews():
+                self.apply_review_request(request)
+        except GovernorError as exc:  # the store cannot answer now: the requests wait for the next tick
+            self.ctx.activity("slack", f"runbook review requests: {exc}", level="warn")
+
+    def apply_review_request(self, request: dict[str, Any]) -> str:
+        """Apply (or refuse) one approve/revoke request stored by a shell, exactly once: the
+        sender's OS account is authorised by THIS governor's approvers file, and the change and its
+        outcome record are one transaction. Returns the outcome (applied, refused, failed)."""
+        from ..approvals import OS_PREFIX
+        from ..learning import approve_runbook, knowledge_base_counts, revoke_runbook
+
+        ctx = self.ctx
+        state = ctx.approval_state()
+        policy = ctx.approvals
+        principal = f"{OS_PREFIX}{request.get('os_account', '')}"
+        runbook_id, action = str(request.get("runbook_id")), str(request.get("action"))
+        doc: dict[str, Any] | None = None
+        with ctx.store.atomic():
+            if state.runbook_review_outcome(str(request["request_id"])) is not None:
+                return "done"
+            if ctx.audit is not None:
+                ctx.audit.record("workflow_events", {k: v for k, v in request.items() if k != "id"})
+            if policy is None or not policy.may_decide(principal):
+                mapped = policy.user_of(principal) if policy is not None else principal
+                user, outcome = None, "refused"
+                detail = (f"OS account {request.get('os_account')!r} ({mapped}) is not a configured approver "
+                          "in this governor's approvers file")
+            else:
+                user = policy.user_of(principal)
+                try:
+                    with ctx.store.atomic():
+                        if action == "approve":
+                            doc = approve_runbook(ctx.store, runbook_id, user, audit=ctx.audit)
+                        else:
+                            doc = revoke_runbook(ctx.store, runbook_id, user, reason=str(request.get("reason") or ""),
+                                                 audit=ctx.audit)
+                    outcome, detail = "applied", f"{runbook_id} is now {doc['status']} (by {user})"
+                except InputError as exc:  # not found, or reviewed meanwhile
+                    outcome, detail = "failed", str(exc)
+            state.finish_runbook_review(request, outcome, user=user, detail=detail)
+        ctx.activity("slack", f"{'✓' if outcome == 'applied' else '✗'} runbook {action} from the shell "
+                              f"(OS account {request.get('os_account')}): {detail}",
+                     level="info" if outcome == "applied" else "warn", incident_id=request.get("incident_id"))
+        if doc is not None:
+            item = ctx.board.get(str(doc.get("incident_id"))) if doc.get("incident_id") else None
+            if item is not None and (item.learned is None or item.learned.get("id") == doc["id"]):
+                item.learned = doc
+                ctx.publish(item)
+            ctx.metrics(ctx.counters.set(**kb_metrics(knowledge_base_counts(ctx.store))))
+        return outcome
 
     def approve_runbook(self, incident_id: str, user: str) -> list[dict[str, Any]]:
         """Approve the learned runbook(s) of the incident waiting for review, as ``user``, when

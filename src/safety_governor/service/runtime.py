@@ -208,7 +208,7 @@ class Runtime:
             ctx = WorkerContext(store=store, tickets=tickets, channel=channel, bus=bus, board=board, counters=counters,
                                 pauser=pauser, stop=stop, config=config,
                                 owner=f"dashboard@{socket.gethostname()}:{os.getpid()}", audit=governor.audit,
-                                actions=getattr(governor, "actions", None), production=world)
+                                actions=getattr(governor, "actions", None), production=world, approvals=approvals)
             replays, scripts = scenario_replays(options.scenarios, settings, governor, closables) if replaying \
                 else ([], {})
             logs_tail = open_log_tail(store, backfill_seconds=config.bucket_seconds * config.series_points)

@@ -62,3 +62,26 @@ class StoreLock:
             finally:
                 os.close(self._fd)
                 self._fd = None
+
+
+def lock_holder(store_path: Path) -> dict[str, Any] | None:
+    """Who holds the store's lock (what it wrote: pid, host, role, since), or ``None`` when no
+    governor runs on it. Probes with a shared lock taken and dropped at once."""
+    path = lock_path(Path(store_path))
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            data = {}
+        return data if isinstance(data, dict) else {}
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -83,6 +83,8 @@ class WorkerContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("safety_governor.tui"))
     # Learned-runbook approvals asked for from the keyboard: (incident id, user).
     reviews: queue.SimpleQueue[tuple[str, str]] = field(default_factory=queue.SimpleQueue)
+    # This governor's approval policy (its own approvers file): authorises runbook reviews sent from a shell.
+    approvals: Any = None
     _states: dict[int, ApprovalState] = field(default_factory=dict, repr=False)
 
     def approval_state(self, store: Store | None = None) -> ApprovalState:
