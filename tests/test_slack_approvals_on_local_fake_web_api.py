@@ -141,7 +141,8 @@ def test_request_posts_a_block_kit_message_with_the_decision_and_four_buttons_to
     assert [e["action_id"] for e in actions["elements"]] == ["sg_approve", "sg_force_override", "sg_hold",
                                                                "sg_reject"]
     assert [e["text"]["text"] for e in actions["elements"]] == ["Approve", "Force override", "Hold", "Reject"]
-    assert {e["value"] for e in actions["elements"]} == {"INC-42"}
+    assert [json.loads(e["value"]) for e in actions["elements"]] == \
+        [{"incident_id": "INC-42", "decision_id": "dec-0001"}] * 4
 
 
 def test_ten_thousand_character_values_are_clipped_to_slacks_documented_limits_and_the_buttons_stay(
@@ -370,6 +371,47 @@ def test_a_click_on_a_message_that_is_not_the_incidents_request_is_ignored(slack
     channel.request(incident(), gate(), message=MESSAGE)
     channel.handle_socket_request(RecordingSocketClient(), block_actions("1699999999.999999", "sg_approve", "UALICE01"))
     assert channel.replies("INC-42") == []
+
+
+def test_a_click_on_an_earlier_decisions_message_is_bound_to_that_decision_and_refused_by_the_rules(
+        slack, store, clock):
+    """The wait moved on to a new decision (not posted yet, e.g. Slack was down): a click, and an
+    override form opened, on the old message carry the old decision id, so the approval rules
+    refuse them (audited, answered in the thread) instead of applying them to the new wait."""
+    audit: list[dict] = []
+    state = ApprovalState(store, audit=type("Sink", (), {"record": lambda self, stream, doc: audit.append(doc)})())
+    channel = make_channel(slack.url, state, clock, app_token="xapp-test")
+    ts = channel.request(incident(severity="critical"), gate(required="force_override"), message=MESSAGE)
+    state.open_wait("INC-42", "dec-0002", channel=channel.name, assessment={}, message="")
+    [actions] = [b for b in slack.messages[ts]["blocks"] if b["type"] == "actions"]
+    old_value = actions["elements"][0]["value"]
+    channel.handle_socket_request(RecordingSocketClient(), block_actions(ts, "sg_approve", "UBOB0001",
+                                                                         value=old_value))
+    sock = RecordingSocketClient()
+    channel.handle_socket_request(sock, block_actions(ts, "sg_force_override", "UBOB0001", value=old_value,
+                                                      action_ts="1700000200.000001"))
+    [opened] = slack.calls_to("views.open")
+    view = opened.body["view"]
+    assert json.loads(view["private_metadata"])["decision_id"] == "dec-0001"
+    channel.handle_socket_request(sock, SocketModeRequest(type="interactive", envelope_id="env-V9", payload={
+        "type": "view_submission", "team": {"id": "T0EXAMPLE"}, "user": {"id": "UBOB0001", "name": "bob"},
+        "view": {**view, "id": "V9", "state": {"values": {"reason": {"reason": {
+            "type": "plain_text_input", "value": "db team on the bridge, rollback tested"}}}}}}))
+    replies = state.unconsumed("INC-42")
+    assert [(r.text.split()[0], r.decision_id) for r in replies] == [("APPROVE", "dec-0001"),
+                                                                     ("FORCE_OVERRIDE", "dec-0001")]
+    assert [a["decision_id"] for a in audit if a["kind"] == "reply_received"] == ["dec-0001", "dec-0001"]
+    current = ApprovalSession(incident_id="INC-42", decision="block_and_escalate", approval_required="force_override",
+                              policy=POLICY, decision_id="dec-0002")
+    for r in replies:
+        event = current.apply(r.user, r.text, decision_id=r.decision_id, channel=r.channel)
+        assert event.outcome == "refused" and "answers decision dec-0001, not the current one (dec-0002)" in event.reason
+    assert not current.may_execute
+    # A forged value naming another decision than the clicked message's is not a reply at all.
+    forged = json.dumps({"incident_id": "INC-42", "decision_id": "dec-0002"})
+    channel.handle_socket_request(RecordingSocketClient(), block_actions(ts, "sg_approve", "UBOB0001", value=forged,
+                                                                         action_ts="1700000300.000001"))
+    assert len(state.unconsumed("INC-42")) == 2
 
 
 def test_force_override_opens_a_reason_modal_and_its_submission_is_force_override_with_the_reason(

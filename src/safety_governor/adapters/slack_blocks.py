@@ -133,8 +133,9 @@ def approval_blocks(
         SectionBlock(block_id="sg_reply", text=clip(reply_needed(gate, interactive=interactive, accepting=accepting))),
     ]
     if interactive and accepting:
-        # A click names its incident by the message it was made on; the value is only a cross-check.
-        value = incident.id[:BUTTON_VALUE_LIMIT]
+        # A click names its incident by the message it was made on (the value's id is a cross-check)
+        # and its decision by the value: a click is never applied to a later decision's wait.
+        value = button_value(incident.id, gate.decision_id)
         blocks.append(ActionsBlock(block_id=f"sg_actions:{incident.id}"[:ID_LIMIT], elements=[
             ButtonElement(text="Approve", action_id="sg_approve", value=value, style="primary"),
             ButtonElement(text="Force override", action_id="sg_force_override", value=value, style="danger"),
@@ -144,6 +145,26 @@ def approval_blocks(
                                                 confirm="Reject", deny="Cancel")),
         ]))
     return [b.to_dict() for b in blocks]
+
+
+def button_value(incident_id: str, decision_id: str) -> str:
+    """``{"incident_id", "decision_id"}`` as JSON within the value limit (the incident id clipped)."""
+    overhead = len(json.dumps({"incident_id": "", "decision_id": decision_id}))
+    return json.dumps({"incident_id": incident_id[:max(0, BUTTON_VALUE_LIMIT - overhead)],
+                       "decision_id": decision_id})
+
+
+def parse_button_value(value: str) -> tuple[str, str | None]:
+    """``(incident id or its clipped start, decision id)``; a value from before decision ids were
+    carried (the incident id alone) gives ``None`` for the decision."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return value, None
+    if not isinstance(data, dict):
+        return value, None
+    decision = data.get("decision_id")
+    return str(data.get("incident_id", "")), str(decision) if decision else None
 
 
 def updated_blocks(blocks: list[dict[str, Any]], status: str, *, final: bool, revision: int) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 
 from ..approval_state import ApprovalState
 from ..errors import GovernorError
-from .slack_blocks import OVERRIDE_CALLBACK, escape, override_modal, unescape
+from .slack_blocks import OVERRIDE_CALLBACK, escape, override_modal, parse_button_value, unescape
 from .slack_web import SlackUnavailable, describe
 
 ACTIONS: dict[str, str] = {
@@ -140,24 +140,32 @@ class SocketModeReceiver:
         clicked_ts = str(container.get("message_ts") or (p.get("message") or {}).get("ts") or "")
         for action in p.get("actions") or []:
             command = ACTIONS.get(str(action.get("action_id", "")))
-            value = str(action.get("value", ""))
+            value, clicked_decision = parse_button_value(str(action.get("value", "")))
             if command is None or not user:
                 continue
             incident_id = self._incident_for_thread(channel_id, clicked_ts) if channel_id and clicked_ts else None
             posted = self.state.posted(incident_id, self.name) if incident_id else None
             if incident_id is None or posted is None or not incident_id.startswith(value) \
-                    or posted["ref"].get("ts") != clicked_ts or posted["ref"].get("channel") != channel_id:
+                    or posted["ref"].get("ts") != clicked_ts or posted["ref"].get("channel") != channel_id \
+                    or (clicked_decision is not None and clicked_decision != posted.get("decision_id")):
                 self.state.record_error(self.name, "click", "a click on a message that is not this incident's "
                                         "request was ignored", incident_id=(incident_id or value or None))
                 continue
+            # The decision the clicked message asked about (a value from before decision ids were
+            # carried: the message's own). Recorded with the reply, so the approval rules refuse it,
+            # audited and answered in the thread, when another decision's wait is open meanwhile.
+            decision_id = clicked_decision or str(posted.get("decision_id") or "") or None
             if command == "FORCE_OVERRIDE":
-                self._open_override_prompt(str(p.get("trigger_id", "")), incident_id, user, posted)
+                self._open_override_prompt(str(p.get("trigger_id", "")), incident_id, user, posted, decision_id)
                 continue
             key = f"action:{action.get('action_ts') or p.get('trigger_id')}:{user}"
-            self.state.receive(incident_id, key, user=user, text=command, source="slack_button")
+            self.state.receive(incident_id, key, user=user, text=command, source="slack_button",
+                               decision_id=decision_id)
 
-    def _open_override_prompt(self, trigger_id: str, incident_id: str, user: str, posted: Mapping[str, Any]) -> None:
-        meta = {"incident_id": incident_id, "channel": posted["ref"]["channel"], "ts": posted["ref"]["ts"]}
+    def _open_override_prompt(self, trigger_id: str, incident_id: str, user: str, posted: Mapping[str, Any],
+                              decision_id: str | None) -> None:
+        meta = {"incident_id": incident_id, "channel": posted["ref"]["channel"], "ts": posted["ref"]["ts"],
+                "decision_id": decision_id}
         try:
             self.client.views_open(trigger_id=trigger_id, view=override_modal(incident_id, meta))
             return
@@ -183,10 +191,18 @@ class SocketModeReceiver:
             or str(meta.get("incident_id", ""))
         posted = self.state.posted(incident_id, self.name) if incident_id else None
         user = str((p.get("user") or {}).get("id", ""))
-        if posted is None or posted["ref"].get("ts") != meta.get("ts") or not user:
+        if posted is None or not user:
+            return None
+        # The decision the form was opened on: a submission after a new decision was asked for is
+        # refused by the approval rules (audited, answered in the thread), never applied to it.
+        decision_id = meta.get("decision_id") or (posted.get("decision_id") if posted["ref"].get("ts") == meta.get("ts")
+                                                  else None)
+        if not decision_id:
+            self.state.record_error(self.name, "override form", "an override form of an earlier request was "
+                                    "ignored", incident_id=incident_id)
             return None
         self.state.receive(incident_id, f"view:{view.get('id')}", user=user, text=f"FORCE_OVERRIDE {reason}",
-                           source="slack_modal")
+                           source="slack_modal", decision_id=str(decision_id))
         return None
 
     def _on_message_event(self, event: Mapping[str, Any]) -> None:
