@@ -129,22 +129,19 @@ def request_runbook_review(settings: Settings, args: argparse.Namespace) -> int:
     from .approval_state import ApprovalState
     from .authority import check_cli_user, load_approvers
     from .bootstrap import open_store
+    from .learning import reviewable_entry
     from .service.store_lock import lock_holder
 
     approvers = load_approvers(settings.approvers_path)
     account, user = check_cli_user(approvers, args.user)
     if not approvers.policy().may_decide(user):
         raise InputError(f"{user} is not a configured approver in {settings.approvers_path} (nothing queued)")
-    allowed = ("pending_review",) if args.action == "approve" else ("approved", "pending_review")
     store = open_store(settings)
     try:
-        doc = store.get("runbooks", args.id)
-        if doc is None:
-            raise InputError(f"runbook {args.id} not found")
-        status = str(doc.get("status") or "approved")
-        if status not in allowed:
-            raise InputError(f"runbook {args.id} is {status}; only {' or '.join(allowed)} entries can be "
-                             f"{args.action}d (nothing queued)")
+        try:
+            doc = reviewable_entry(store, args.id, f"{args.action}d")
+        except InputError as exc:
+            raise InputError(f"{exc} (nothing queued)" if "not found" not in str(exc) else str(exc)) from None
         state = ApprovalState(store)
         request = state.request_runbook_review(args.id, args.action, os_account=account,
                                                incident_id=doc.get("incident_id"), reason=args.reason or "")

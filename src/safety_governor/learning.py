@@ -158,19 +158,27 @@ def review_queue(store: Store, *, limit: int = 100) -> list[dict[str, Any]]:
     return store.find("runbooks", {"status": "pending_review"}, limit=limit)
 
 
-def _review(
-    store: Store, runbook_id: str, reviewer: str, *, to: str, allowed_from: tuple[str, ...],
-    reason: str, audit: AuditSink | None,
-) -> dict[str, Any]:
-    if not reviewer or not reviewer.strip():
-        raise InputError("a reviewer name is required")
+REVIEWABLE_FROM = {"approved": ("pending_review",), "revoked": ("approved", "pending_review")}
+
+
+def reviewable_entry(store: Store, runbook_id: str, to: str) -> dict[str, Any]:
+    """The entry, when it exists and may move to ``to`` (approved, revoked); ``InputError`` otherwise."""
     doc = store.get("runbooks", runbook_id)
     if doc is None:
         raise InputError(f"runbook {runbook_id} not found")
-    status = str(doc.get("status") or "approved")
+    status, allowed_from = str(doc.get("status") or "approved"), REVIEWABLE_FROM[to]
     if status not in allowed_from:
-        raise InputError(f"runbook {runbook_id} is {status}; only {' or '.join(allowed_from)} entries can be "
-                         f"{'approved' if to == 'approved' else 'revoked'}")
+        raise InputError(f"runbook {runbook_id} is {status}; only {' or '.join(allowed_from)} entries can be {to}")
+    return doc
+
+
+def _review(
+    store: Store, runbook_id: str, reviewer: str, *, to: str, reason: str, audit: AuditSink | None,
+) -> dict[str, Any]:
+    if not reviewer or not reviewer.strip():
+        raise InputError("a reviewer name is required")
+    doc = reviewable_entry(store, runbook_id, to)
+    status = str(doc.get("status") or "approved")
     now = datetime.now(UTC).isoformat()
     verb = "approved" if to == "approved" else "revoked"
     updated = {**doc, "status": to, f"{verb}_by": reviewer.strip(), f"{verb}_at": now}
@@ -189,16 +197,14 @@ def approve_runbook(
 ) -> dict[str, Any]:
     """Make a ``pending_review`` entry retrievable. Raises ``InputError`` when there is no such
     entry or it is not pending."""
-    return _review(store, runbook_id, reviewer, to="approved", allowed_from=("pending_review",), reason="",
-                   audit=audit)
+    return _review(store, runbook_id, reviewer, to="approved", reason="", audit=audit)
 
 
 def revoke_runbook(
     store: Store, runbook_id: str, reviewer: str, *, reason: str = "", audit: AuditSink | None = None
 ) -> dict[str, Any]:
     """Take an entry (approved or pending) out of retrieval for good."""
-    return _review(store, runbook_id, reviewer, to="revoked", allowed_from=("approved", "pending_review"),
-                   reason=reason, audit=audit)
+    return _review(store, runbook_id, reviewer, to="revoked", reason=reason, audit=audit)
 
 
 def knowledge_base_counts(store: Store) -> dict[str, int]:
