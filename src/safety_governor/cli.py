@@ -209,13 +209,14 @@ def cmd_runbooks(args: argparse.Namespace) -> int:
     if args.action in ("approve", "revoke"):
         if not args.id:
             raise InputError(f"runbooks {args.action} needs a runbook ID")
-        from .cli_approvals import request_runbook_review
-
-        return request_runbook_review(settings, args)
-    if args.id:
+    elif args.id:
         raise InputError("runbooks review takes no ID")
     store = open_store(settings)
     try:
+        if args.action != "review":
+            from .cli_approvals import request_runbook_review
+
+            return request_runbook_review(settings, args, store)
         entries = review_queue(store)
     finally:
         store.close()

@@ -117,8 +117,9 @@ def check_reply(settings: Settings, wait: dict, text: str, requested_user: str |
     return account, user, note
 
 
-def request_runbook_review(settings: Settings, args: argparse.Namespace) -> int:
-    """Store an approve/revoke request for the governor running on the store and, when one runs,
+def request_runbook_review(settings: Settings, args: argparse.Namespace, store: Store) -> int:
+    """Store an approve/revoke request for the governor running on ``store`` (which the caller
+    opened and closes) and, when one runs,
     wait up to ``args.wait`` seconds for its outcome. Refused here at once (exit 2, nothing
     queued): a caller this shell's approvers file does not let decide, an unknown runbook, one
     not in a state the action applies to. Exit 0 when applied or queued, 1 when the governor
@@ -128,7 +129,6 @@ def request_runbook_review(settings: Settings, args: argparse.Namespace) -> int:
     from .adapters.store_sqlite import SQLiteStore
     from .approval_state import ApprovalState
     from .authority import check_cli_user, load_approvers
-    from .bootstrap import open_store
     from .learning import reviewable_entry
     from .service.store_lock import lock_holder
 
@@ -136,24 +136,20 @@ def request_runbook_review(settings: Settings, args: argparse.Namespace) -> int:
     account, user = check_cli_user(approvers, args.user)
     if not approvers.policy().may_decide(user):
         raise InputError(f"{user} is not a configured approver in {settings.approvers_path} (nothing queued)")
-    store = open_store(settings)
     try:
-        try:
-            doc = reviewable_entry(store, args.id, f"{args.action}d")
-        except InputError as exc:
-            raise InputError(f"{exc} (nothing queued)" if "not found" not in str(exc) else str(exc)) from None
-        state = ApprovalState(store)
-        request = state.request_runbook_review(args.id, args.action, os_account=account,
-                                               incident_id=doc.get("incident_id"), reason=args.reason or "")
-        holder = lock_holder(settings.resolved_store_path) if isinstance(store, SQLiteStore) else {}
-        outcome = None
-        if holder is not None:
-            deadline = time.monotonic() + max(0.0, args.wait)
-            while outcome is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-                outcome = state.runbook_review_outcome(request["request_id"])
-    finally:
-        store.close()
+        doc = reviewable_entry(store, args.id, f"{args.action}d")
+    except InputError as exc:
+        raise InputError(f"{exc} (nothing queued)" if "not found" not in str(exc) else str(exc)) from None
+    state = ApprovalState(store)
+    request = state.request_runbook_review(args.id, args.action, os_account=account,
+                                           incident_id=doc.get("incident_id"), reason=args.reason or "")
+    holder = lock_holder(settings.resolved_store_path) if isinstance(store, SQLiteStore) else {}
+    outcome = None
+    if holder is not None:
+        deadline = time.monotonic() + max(0.0, args.wait)
+        while outcome is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            outcome = state.runbook_review_outcome(request["request_id"])
     result = {"request_id": request["request_id"], "runbook_id": args.id, "action": args.action,
               "os_account": account, "user": user, "governor": holder, "outcome": outcome}
     if args.json:
