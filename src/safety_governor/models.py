@@ -204,6 +204,20 @@ class LogSummary(_Model):
                     "{request, errors (4xx + 5xx), errors_5xx}.",
     )
 
+    @classmethod
+    def of_counts(
+        cls, *, service: str | None, window_minutes: int, total: int, errors_4xx: int, errors_5xx: int,
+        avg_bytes: float | None, top_failing_paths: list[dict[str, Any]],
+    ) -> LogSummary:
+        """The summary from a store's raw counts: both stores derive the rate and rounding here."""
+        return cls(
+            service=service, window_minutes=window_minutes, total=total,
+            errors_4xx=errors_4xx, errors_5xx=errors_5xx,
+            error_rate=round((errors_4xx + errors_5xx) / total, 4) if total else 0.0,
+            avg_bytes=round(float(avg_bytes or 0.0), 1) if total else 0.0,
+            top_failing_paths=top_failing_paths,
+        )
+
     @property
     def errors(self) -> int:
         """Every failed request (4xx + 5xx)."""

@@ -173,14 +173,13 @@ def log_summary(resp: Mapping[str, Any], *, service: str | None, window_minutes:
     e5 = int(aggs.get("errors_5xx", {}).get("doc_count", 0))
     avg = aggs.get("avg_bytes", {}).get("value")
     buckets = aggs.get("failing", {}).get("paths", {}).get("buckets", []) if top_n > 0 else []
-    return LogSummary(
+    return LogSummary.of_counts(
         service=service,
         window_minutes=window_minutes,
         total=total,
         errors_4xx=e4,
         errors_5xx=e5,
-        error_rate=round((e4 + e5) / total, 4) if total else 0.0,
-        avg_bytes=round(float(avg or 0.0), 1) if total else 0.0,
+        avg_bytes=avg,
         top_failing_paths=[
             {"request": str(b["key"]), "errors": int(b["doc_count"]),
              "errors_5xx": int(b.get("errors_5xx", {}).get("doc_count", 0))}

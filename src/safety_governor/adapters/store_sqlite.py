@@ -539,14 +539,13 @@ class SQLiteStore:
         )
         total = int(total or 0)
         e4, e5 = int(e4 or 0), int(e5 or 0)
-        return LogSummary(
+        return LogSummary.of_counts(
             service=service,
             window_minutes=window_minutes,
             total=total,
             errors_4xx=e4,
             errors_5xx=e5,
-            error_rate=round((e4 + e5) / total, 4) if total else 0.0,
-            avg_bytes=round(float(avg_bytes or 0.0), 1),
+            avg_bytes=avg_bytes,
             top_failing_paths=[{"request": p, "errors": int(c), "errors_5xx": int(c5 or 0)} for p, c, c5 in paths],
         )
 
