@@ -285,7 +285,6 @@ class Settings(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             variables = {field: var for var, field in simple.items()} | {
-                "approvers": "GOVERNOR_APPROVERS", "overriders": "GOVERNOR_OVERRIDERS",
                 "framework_api_timeout": "FRAMEWORK_API_TIMEOUT", "slack_approvers": "SLACK_APPROVERS",
                 "slack_overriders": "SLACK_OVERRIDERS", "elastic_indices": "ELASTIC_INDEX_<NAME>",
             }
